@@ -1,0 +1,5 @@
+# analysis stage: see docs/DESIGN.md (being written)
+
+
+def analysis_targets(model):
+    return []

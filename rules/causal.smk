@@ -1,0 +1,5 @@
+# causal stage: see docs/DESIGN.md (being written)
+
+
+def causal_targets(model):
+    return []

@@ -1,0 +1,106 @@
+# Shared helpers: config checks that a JSON schema cannot express, wildcard constraints,
+# path builders and the list of final targets. Functions only, no rules.
+
+import json
+import sys
+import os
+import re
+from pathlib import Path
+
+STUDY = config["study"]
+MODELS = STUDY["models"]
+TASKS = STUDY["tasks"]
+SYNTHETIC = STUDY["synthetic_conditions"]
+REAL = STUDY["real_conditions"]
+TRAINED = REAL + SYNTHETIC
+# Every evaluated condition: the trained ones plus the base model ("nonft").
+CONDITIONS = TRAINED + ["nonft"]
+
+
+def _config_error(key, message):
+    raise ValueError(f"invalid config: {key}: {message}")
+
+
+for _name in MODELS:
+    if _name not in config["models"]:
+        _config_error("study.models", f"unknown model {_name!r} (not under models:)")
+if config["generation"]["generator_model"] not in config["models"]:
+    _config_error("generation.generator_model", f"unknown model {config['generation']['generator_model']!r}")
+for _name, _spec in config["models"].items():
+    _kind = _spec["source"]["kind"]
+    _needs = {"embedded_wheel": ["package", "version", "gguf_file"], "hub": ["hub_id"], "local": ["path"]}[_kind]
+    for _field in _needs:
+        if _field not in _spec["source"]:
+            _config_error(f"models.{_name}.source.{_field}", f"required for source kind {_kind!r}")
+
+wildcard_constraints:
+    model="|".join(map(re.escape, config["models"])),
+    task="mdqa|musique|summhay",
+    condition="[a-z_]+",
+    synthetic="high_high|high_low|low_high|low_low|symbolic",
+
+
+def model_dir(model):
+    """The prepared model directory (safetensors + tokenizer) a job loads."""
+    return f"resources/models/{model}"
+
+
+def model_spec(model):
+    return config["models"][model]
+
+
+def raw_path(relative):
+    """A raw dataset file: the user's local copy, or the download rule's output."""
+    local = config["raw_data"]["local_dir"]
+    if local:
+        return str(Path(local) / relative)
+    return f"resources/raw/{relative}"
+
+
+def vllm_python():
+    """Python of the vLLM environment (its own torch/transformers pins, see envs/vllm-cpu.yaml)."""
+    return os.environ.get("SYNTHCTX_VLLM_PYTHON", ".venv-vllm/bin/python")
+
+
+def train_data(model, task, condition):
+    return f"results/data/{model}/{task}/train/{condition}.parquet"
+
+
+def eval_data(model, task):
+    return f"results/data/{model}/{task}/eval.parquet"
+
+
+def adapter_dir(model, task, condition):
+    return f"results/adapters/{model}/{task}/{condition}"
+
+
+def all_targets():
+    targets = []
+    for model in MODELS:
+        targets += evaluate_targets(model)
+        targets += heads_targets(model)
+        targets += analysis_targets(model)
+        targets += causal_targets(model)
+    return targets
+
+
+def on_gpu():
+    """Whether the study's jobs run on GPUs (bfloat16 models); decides GPU resource requests."""
+    return any(config["models"][m]["dtype"] != "float32" for m in MODELS)
+
+
+def gpu_resources():
+    """`gpu` resource of GPU rules: 1 when the study runs on GPUs, 0 on a CPU workstation."""
+    return 1 if on_gpu() else 0
+
+
+def use_vllm(backend):
+    """Resolve a backend key (auto | vllm | hf): auto uses vLLM where its environment exists."""
+    if backend == "auto":
+        return Path(vllm_python()).exists() or vllm_python() == "python"
+    return backend == "vllm"
+
+
+def job_python(backend):
+    """Interpreter of a job: the vLLM environment's for vLLM jobs, this one's otherwise."""
+    return vllm_python() if use_vllm(backend) else sys.executable

@@ -1,0 +1,1 @@
+# data stage: see docs/DESIGN.md (being written)

@@ -1,0 +1,1 @@
+# synth stage: see docs/DESIGN.md (being written)

@@ -1,0 +1,1 @@
+# train stage: see docs/DESIGN.md (being written)

@@ -1,0 +1,1 @@
+"""Model preparation (the embedded GGUF, hub or local models) and loading."""

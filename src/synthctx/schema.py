@@ -1,0 +1,255 @@
+"""One Parquet schema per artifact kind, written once here and checked on every read.
+
+Every stage writes through :func:`write_table` and reads through :func:`read_table`, so a
+file of the wrong kind, a missing column or a wrong type fails with the file and column
+named instead of surfacing as a confusing error three stages later. Writes are atomic (a
+temporary file in the same folder, renamed at the end), so a killed job never leaves a
+Parquet file that Snakemake would take as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DOCUMENT = pa.struct([("doc_id", pa.string()), ("title", pa.string()), ("text", pa.string())])
+# A needle is a character span [start, end) inside the text of document `doc_id`, except for
+# kind == "citation", whose span lies inside that document's rendered header (the id a model
+# cites); see synthctx.data.prompts.
+NEEDLE = pa.struct(
+    [("doc_id", pa.string()), ("start", pa.int32()), ("end", pa.int32()), ("kind", pa.string())]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    # Normalized task example: real and synthetic data of all three tasks (STUDY.md section 2).
+    "examples": pa.schema(
+        [
+            ("example_id", pa.string()),
+            ("task", pa.string()),
+            ("condition", pa.string()),
+            ("split", pa.string()),
+            ("documents", pa.list_(DOCUMENT)),
+            ("question", pa.string()),
+            ("answers", pa.list_(pa.string())),
+            ("target", pa.string()),
+            ("gold_doc_ids", pa.list_(pa.string())),
+            ("needles", pa.list_(NEEDLE)),
+            ("meta", pa.string()),  # JSON object: source ids, token length, gold position...
+        ]
+    ),
+    # Per-dataset generation report: one row per (statistic), so rejects are never silent.
+    "dataset_stats": pa.schema(
+        [
+            ("task", pa.string()),
+            ("condition", pa.string()),
+            ("stat", pa.string()),
+            ("value", pa.float64()),
+        ]
+    ),
+    # LLM-written text pool shared by the synthetic variants of one task.
+    "document_pool": pa.schema(
+        [
+            ("pool_id", pa.string()),
+            ("task", pa.string()),
+            ("kind", pa.string()),  # e.g. haystack_article, needle_article, news_document
+            ("entity", pa.string()),
+            ("prompt", pa.string()),
+            ("text", pa.string()),
+            ("fields", pa.string()),  # JSON of the structured facts the prompt asked for
+            ("status", pa.string()),  # ok | reject:<reason>
+        ]
+    ),
+    # Loss curve of one fine-tuning run.
+    "train_curve": pa.schema(
+        [
+            ("step", pa.int32()),
+            ("epoch", pa.float64()),
+            ("loss", pa.float64()),
+            ("learning_rate", pa.float64()),
+            ("target_tokens", pa.int64()),
+            ("seconds", pa.float64()),
+        ]
+    ),
+    # Greedy predictions of one model (condition) on a task's real eval split, scored.
+    "predictions": pa.schema(
+        [
+            ("example_id", pa.string()),
+            ("task", pa.string()),
+            ("condition", pa.string()),
+            ("prediction", pa.string()),
+            ("score", pa.float64()),  # the task's Table 1 metric for this example
+            ("metrics", pa.string()),  # JSON of every metric for this example
+            ("prompt_tokens", pa.int32()),
+            ("generated_tokens", pa.int32()),
+        ]
+    ),
+    # Table 1: one row per (task, condition), significance against the best synthetic one.
+    "table1": pa.schema(
+        [
+            ("model", pa.string()),
+            ("task", pa.string()),
+            ("condition", pa.string()),
+            ("label", pa.string()),
+            ("score", pa.float64()),
+            ("n", pa.int32()),
+            ("ci_low", pa.float64()),
+            ("ci_high", pa.float64()),
+            ("is_best_synthetic", pa.bool_()),
+            ("p_vs_best_synthetic", pa.float64()),
+            ("significantly_worse", pa.bool_()),
+        ]
+    ),
+    # Retrieval score of every attention head of one model on one task.
+    "head_scores": pa.schema(
+        [
+            ("model", pa.string()),
+            ("task", pa.string()),
+            ("condition", pa.string()),
+            ("head_kind", pa.string()),  # retrieval | insight | niah
+            ("layer", pa.int32()),
+            ("head", pa.int32()),
+            ("score", pa.float64()),
+            ("n_examples", pa.int32()),  # examples that counted (success-only rule)
+            ("n_seen", pa.int32()),  # examples decoded
+        ]
+    ),
+    # Similarity of a synthetic-trained model's heads to the real-trained model's heads.
+    "head_similarity": pa.schema(
+        [
+            ("model", pa.string()),
+            ("task", pa.string()),
+            ("condition", pa.string()),
+            ("head_kind", pa.string()),
+            ("cosine", pa.float64()),
+            ("recall_topk", pa.float64()),
+            ("recall_threshold", pa.float64()),
+            ("positive_heads", pa.int32()),
+            ("score", pa.float64()),  # downstream Table 1 score of the condition
+        ]
+    ),
+    # Spearman correlation of a similarity measure with the downstream score (Figure 3).
+    "correlations": pa.schema(
+        [
+            ("model", pa.string()),
+            ("task", pa.string()),
+            ("measure", pa.string()),
+            ("spearman_rho", pa.float64()),
+            ("p_value", pa.float64()),
+            ("n_conditions", pa.int32()),
+        ]
+    ),
+    # Cross-task cosine similarity of real-trained head vectors (Table 2).
+    "cross_task": pa.schema(
+        [
+            ("model", pa.string()),
+            ("row", pa.string()),
+            ("column", pa.string()),
+            ("cosine", pa.float64()),
+        ]
+    ),
+    # Knockout (Figure 4) and activation patching (Tables 3/11): per example, per intervention.
+    "intervention_predictions": pa.schema(
+        [
+            ("model", pa.string()),
+            ("task", pa.string()),
+            ("condition", pa.string()),
+            ("intervention", pa.string()),  # none | knockout_topk | knockout_random | patch_*
+            ("draw", pa.int32()),  # random draw index (0 for deterministic sets)
+            ("heads", pa.string()),  # JSON list of [layer, head]
+            ("example_id", pa.string()),
+            ("prediction", pa.string()),
+            ("score", pa.float64()),
+        ]
+    ),
+    "intervention_summary": pa.schema(
+        [
+            ("model", pa.string()),
+            ("task", pa.string()),
+            ("condition", pa.string()),
+            ("intervention", pa.string()),
+            ("n_heads", pa.int32()),
+            ("score", pa.float64()),
+            ("baseline_score", pa.float64()),
+            ("delta", pa.float64()),
+            ("ci_low", pa.float64()),
+            ("ci_high", pa.float64()),
+            ("p_value", pa.float64()),
+        ]
+    ),
+}
+
+
+class ArtifactError(ValueError):
+    """A Parquet artifact or input record does not match what the workflow expects."""
+
+
+def _check_frame(df: pd.DataFrame, kind: str, where: str) -> pa.Table:
+    schema = SCHEMAS[kind]
+    missing = [f.name for f in schema if f.name not in df.columns]
+    extra = [c for c in df.columns if c not in schema.names]
+    if missing or extra:
+        raise ArtifactError(f"{where}: {kind} table has missing columns {missing} / unexpected columns {extra}")
+    try:
+        return pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
+        for field in schema:
+            try:
+                pa.array(df[field.name], type=field.type, from_pandas=True)
+            except Exception as col_err:  # noqa: BLE001 - we re-raise with the column named
+                raise ArtifactError(f"{where}: column {field.name!r} is not {field.type}: {col_err}") from err
+        raise ArtifactError(f"{where}: cannot convert to the {kind} schema: {err}") from err
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, kind: str, metadata: Mapping[str, Any] | None = None) -> None:
+    """Validate ``df`` against the ``kind`` schema and write it atomically with provenance metadata."""
+    path = Path(path)
+    table = _check_frame(df, kind, str(path))
+    meta = {"synthctx.kind": kind, "synthctx.meta": json.dumps(dict(metadata or {}), sort_keys=True, default=str)}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_table(path: str | os.PathLike, kind: str) -> pd.DataFrame:
+    """Read a Parquet artifact, checking it is of ``kind`` and has exactly its schema."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such {kind} artifact")
+    table = pq.read_table(path)
+    found_kind = (table.schema.metadata or {}).get(b"synthctx.kind", b"").decode()
+    if found_kind != kind:
+        raise ArtifactError(f"{path}: expected a {kind} artifact, found {found_kind or 'no kind tag'}")
+    expected = SCHEMAS[kind]
+    for field in expected:
+        if field.name not in table.schema.names:
+            raise ArtifactError(f"{path}: column {field.name!r} missing from {kind} artifact")
+        if not table.schema.field(field.name).type.equals(field.type):
+            raise ArtifactError(
+                f"{path}: column {field.name!r} is {table.schema.field(field.name).type}, expected {field.type}"
+            )
+    return table.select(expected.names).to_pandas()
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Provenance metadata (versions, seeds, model...) stored in an artifact's footer."""
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"synthctx.meta")
+    return json.loads(raw) if raw else {}
+
+
+def empty_frame(kind: str) -> pd.DataFrame:
+    return SCHEMAS[kind].empty_table().to_pandas()
