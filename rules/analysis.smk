@@ -1,5 +1,160 @@
-# analysis stage: see docs/DESIGN.md (being written)
+# analysis stage: head similarity and its correlation with downstream scores (Figure 3),
+# cross-task similarity (Table 2), heatmaps and the NIAH report (STUDY.md section 6).
+
+
+def task_head_files(model, task):
+    return [f"results/heads/{model}/{task}/{condition}.parquet" for condition in CONDITIONS]
+
+
+rule similarity:
+    input:
+        heads=lambda wc: [f for task in TASKS for f in task_head_files(wc.model, task)],
+        predictions=lambda wc: [f"results/eval/{wc.model}/{task}/predictions.parquet" for task in TASKS],
+    output:
+        "results/analysis/{model}/similarity.parquet",
+    log:
+        "logs/analysis/{model}/similarity.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    params:
+        top_k=config["heads"]["top_k"],
+        threshold=config["heads"]["threshold"],
+    script:
+        "../workflow/scripts/analysis_similarity.py"
+
+
+rule correlations:
+    input:
+        "results/analysis/{model}/similarity.parquet",
+    output:
+        table="results/analysis/{model}/correlations.parquet",
+        figure=report(
+            "results/figures/{model}/figure3.png",
+            caption="../report/figure3.rst",
+            category="Retrieval heads",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/analysis/{model}/figure3.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    params:
+        synthetic=SYNTHETIC,
+    script:
+        "../workflow/scripts/figure3.py"
+
+
+rule cross_task_table:
+    input:
+        lambda wc: [f"results/heads/{wc.model}/{task}/real_full.parquet" for task in TASKS],
+    output:
+        table="results/tables/{model}/table2.parquet",
+        markdown=report(
+            "results/tables/{model}/table2.md",
+            caption="../report/table2.rst",
+            category="Retrieval heads",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/analysis/{model}/table2.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    script:
+        "../workflow/scripts/table2.py"
+
+
+rule heatmap:
+    input:
+        lambda wc: task_head_files(wc.model, wc.task),
+    output:
+        report(
+            "results/figures/{model}/heatmap_{task}.png",
+            caption="../report/heatmap.rst",
+            category="Retrieval heads",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/analysis/{model}/heatmap_{task}.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    script:
+        "../workflow/scripts/heatmap.py"
+
+
+rule niah_report:
+    input:
+        set1="results/heads/{model}/niah/set1.parquet",
+        set2="results/heads/{model}/niah/set2.parquet",
+    output:
+        report(
+            "results/tables/{model}/niah_heads.md",
+            caption="../report/niah.rst",
+            category="Retrieval heads",
+            subcategory="{model}",
+        ),
+    log:
+        "logs/analysis/{model}/niah.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    params:
+        top_k=config["heads"]["top_k"],
+    script:
+        "../workflow/scripts/niah_report.py"
+
+
+# Named targets (no wildcards): `snakemake figure3`, `table2`, `heatmaps`, `niah`, for every study model.
+rule figure3:
+    input:
+        [f"results/figures/{m}/figure3.png" for m in MODELS],
+        [f"results/analysis/{m}/correlations.parquet" for m in MODELS],
+
+
+rule table2:
+    input:
+        [f"results/tables/{m}/table2.{ext}" for m in MODELS for ext in ("parquet", "md")],
+
+
+rule heatmaps:
+    input:
+        [f"results/figures/{m}/heatmap_{task}.png" for m in MODELS for task in TASKS],
+
+
+rule niah:
+    input:
+        [f"results/tables/{m}/niah_heads.md" for m in MODELS],
 
 
 def analysis_targets(model):
-    return []
+    return [
+        f"results/analysis/{model}/similarity.parquet",
+        f"results/analysis/{model}/correlations.parquet",
+        f"results/figures/{model}/figure3.png",
+        f"results/tables/{model}/table2.parquet",
+        f"results/tables/{model}/table2.md",
+        f"results/tables/{model}/niah_heads.md",
+    ] + [f"results/figures/{model}/heatmap_{task}.png" for task in TASKS]

@@ -1,5 +1,173 @@
-# causal stage: see docs/DESIGN.md (being written)
+# Causal tests of retrieval heads (STUDY.md section 7).
+# knockout: a model's own top-K retrieval heads vs K random heads (Figure 4);
+# patching: the Real (Full) model's heads patched into each synthetic-data model (Table 3).
+
+CAUSAL = config["causal"]
+# Knockout covers the real-data reference model and every synthetic-data model of a task.
+KNOCKOUT_CONDITIONS = ["real_full"] + SYNTHETIC
+# Head kind that ranks heads (SummHay files also hold insight heads).
+CAUSAL_HEAD_KIND = "retrieval"
+
+
+def head_scores(model, task, condition):
+    return f"results/heads/{model}/{task}/{condition}.parquet"
+
+
+def causal_adapter(model, task, condition):
+    """Adapter weights of a condition (none for the base model, nonft)."""
+    if condition == "nonft":
+        return []
+    return f"{adapter_dir(model, task, condition)}/adapter_model.safetensors"
+
+
+def causal_model_settings(model):
+    """The load_model settings of a model (not its source: re-preparing is the model rule's job)."""
+    spec = model_spec(model)
+    return {
+        "dtype": spec["dtype"],
+        "attn_implementation": spec.get("attn_implementation", "sdpa"),
+        "rope_theta": spec.get("rope_theta"),
+        "context_tokens": spec["context_tokens"],
+    }
 
 
 def causal_targets(model):
-    return []
+    return [
+        f"results/figures/{model}/figure4.png",
+        f"results/causal/{model}/knockout_summary.parquet",
+        f"results/tables/{model}/table3.md",
+        f"results/tables/{model}/table3.parquet",
+    ]
+
+
+rule knockout:
+    input:
+        model=f"{model_dir('{model}')}/config.json",
+        eval=eval_data("{model}", "{task}"),
+        heads=lambda wc: head_scores(wc.model, wc.task, wc.condition),
+        adapter=lambda wc: causal_adapter(wc.model, wc.task, wc.condition),
+    output:
+        "results/causal/{model}/{task}/{condition}/knockout.parquet",
+    log:
+        "logs/causal/knockout/{model}/{task}/{condition}.log",
+    benchmark:
+        "logs/causal/knockout/{model}/{task}/{condition}.benchmark.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime="3h",
+        gpu=gpu_resources(),
+    params:
+        settings=lambda wc: causal_model_settings(wc.model),
+        top_k=CAUSAL["knockout_top_k"],
+        random_exclude_top=CAUSAL["random_exclude_top"],
+        random_draws=CAUSAL["random_draws"],
+        operator=CAUSAL["knockout_operator"],
+        examples=CAUSAL["examples"],
+        max_new_tokens=lambda wc: config["evaluate"]["max_new_tokens"][wc.task],
+        head_kind=CAUSAL_HEAD_KIND,
+        seed=STUDY["seed"],
+    script:
+        "../workflow/scripts/knockout.py"
+
+
+rule patching:
+    input:
+        model=f"{model_dir('{model}')}/config.json",
+        eval=eval_data("{model}", "{task}"),
+        donor_adapter=lambda wc: causal_adapter(wc.model, wc.task, "real_full"),
+        recipient_adapter=lambda wc: causal_adapter(wc.model, wc.task, wc.synthetic),
+        donor_heads=lambda wc: head_scores(wc.model, wc.task, "real_full"),
+        recipient_heads=lambda wc: head_scores(wc.model, wc.task, wc.synthetic),
+    output:
+        "results/causal/{model}/{task}/{synthetic}/patching.parquet",
+    log:
+        "logs/causal/patching/{model}/{task}/{synthetic}.log",
+    benchmark:
+        "logs/causal/patching/{model}/{task}/{synthetic}.benchmark.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime="3h",
+        gpu=gpu_resources(),
+    params:
+        settings=lambda wc: causal_model_settings(wc.model),
+        top_k=CAUSAL["patch_top_k"],
+        examples=CAUSAL["examples"],
+        max_new_tokens=lambda wc: config["evaluate"]["max_new_tokens"][wc.task],
+        head_kind=CAUSAL_HEAD_KIND,
+        seed=STUDY["seed"],
+    script:
+        "../workflow/scripts/patching.py"
+
+
+rule figure4:
+    input:
+        lambda wc: expand(
+            "results/causal/{model}/{task}/{condition}/knockout.parquet",
+            model=wc.model,
+            task=TASKS,
+            condition=KNOCKOUT_CONDITIONS,
+        ),
+    output:
+        figure=report(
+            "results/figures/{model}/figure4.png",
+            caption="../report/figure4.rst",
+            category="Causal tests",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "Figure 4 (knockout)"},
+        ),
+        summary="results/causal/{model}/knockout_summary.parquet",
+    log:
+        "logs/causal/figure4/{model}.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="15m",
+    params:
+        resamples=config["evaluate"]["bootstrap_resamples"],
+        alpha=config["evaluate"]["alpha"],
+        seed=STUDY["seed"],
+    script:
+        "../workflow/scripts/figure4.py"
+
+
+rule table3:
+    input:
+        lambda wc: expand(
+            "results/causal/{model}/{task}/{synthetic}/patching.parquet",
+            model=wc.model,
+            task=TASKS,
+            synthetic=SYNTHETIC,
+        ),
+    output:
+        markdown=report(
+            "results/tables/{model}/table3.md",
+            caption="../report/table3.rst",
+            category="Causal tests",
+            subcategory="{model}",
+            labels={"model": "{model}", "table": "Table 3 (patching)"},
+        ),
+        table="results/tables/{model}/table3.parquet",
+    log:
+        "logs/causal/table3/{model}.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="15m",
+    params:
+        resamples=config["evaluate"]["bootstrap_resamples"],
+        alpha=config["evaluate"]["alpha"],
+        seed=STUDY["seed"],
+    script:
+        "../workflow/scripts/table3.py"

@@ -1,5 +1,98 @@
-# evaluate stage: see docs/DESIGN.md (being written)
+# Evaluate stage: greedy decoding of the base model and every adapter on each task's real
+# eval split (one job per model x task, one vLLM engine serving all LoRA adapters), then
+# Table 1 per model.
+
+
+def eval_settings(wildcards):
+    """The config slice an evaluation depends on (and nothing else)."""
+    spec = model_spec(wildcards.model)
+    return {
+        "model": wildcards.model,
+        "model_spec": {k: spec.get(k) for k in ("dtype", "attn_implementation", "rope_theta", "context_tokens")},
+        "max_new_tokens": config["evaluate"]["max_new_tokens"][wildcards.task],
+        "vllm": {k: config["generation"]["vllm"][k] for k in ("gpu_memory_utilization", "enforce_eager")},
+        "seed": config["study"]["seed"],
+    }
+
+
+def adapter_args(wildcards):
+    return " ".join(f"--adapter {c}={adapter_dir(wildcards.model, wildcards.task, c)}" for c in TRAINED)
+
+
+# The interpreter is part of the command (code), not of params: the backend key below
+# decides which environment runs the job.
+EVAL_BACKEND = "vllm" if use_vllm(config["evaluate"]["backend"]) else "hf"
+EVAL_PYTHON = job_python(config["evaluate"]["backend"])
+
+
+rule evaluate_task:
+    input:
+        eval="results/data/{model}/{task}/eval.parquet",
+        model=ancient("resources/models/{model}/config.json"),
+        adapters=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_model.safetensors" for c in TRAINED],
+        adapter_configs=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_config.json" for c in TRAINED],
+    output:
+        predictions="results/eval/{model}/{task}/predictions.parquet",
+    log:
+        "logs/evaluate_task/{model}/{task}.log",
+    benchmark:
+        "benchmarks/evaluate_task/{model}/{task}.tsv"
+    conda:
+        "../envs/vllm.yaml" if EVAL_BACKEND == "vllm" else "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime="2h",
+        gpu=gpu_resources(),
+    params:
+        settings=lambda wc: json.dumps(eval_settings(wc), sort_keys=True),
+        adapters=adapter_args,
+        backend=EVAL_BACKEND,
+    shell:
+        EVAL_PYTHON + " workflow/scripts/evaluate_task.py --eval {input.eval:q}"
+        " --model-dir resources/models/{wildcards.model} {params.adapters}"
+        " --settings {params.settings:q} --backend {params.backend} --out {output.predictions:q}"
+        " --log {log:q} 2>> {log:q}"
+
+
+rule table1:
+    input:
+        predictions=expand("results/eval/{{model}}/{task}/predictions.parquet", task=TASKS),
+    output:
+        table="results/tables/{model}/table1.parquet",
+        markdown="results/tables/{model}/table1.md",
+        figure=report(
+            "results/figures/{model}/table1.png",
+            caption="../report/table1.rst",
+            category="Table 1",
+            labels={"model": "{model}", "figure": "Table 1"},
+        ),
+    log:
+        "logs/table1/{model}.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="20m",
+    params:
+        settings=lambda wc: {
+            "model": wc.model,
+            "tasks": list(TASKS),
+            "synthetic": list(SYNTHETIC),
+            "real": list(REAL),
+            "resamples": config["evaluate"]["bootstrap_resamples"],
+            "alpha": config["evaluate"]["alpha"],
+            "seed": config["study"]["seed"],
+        },
+    script:
+        "../workflow/scripts/table1.py"
 
 
 def evaluate_targets(model):
-    return []
+    return [
+        f"results/tables/{model}/table1.parquet",
+        f"results/tables/{model}/table1.md",
+        f"results/figures/{model}/table1.png",
+    ]

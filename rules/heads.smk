@@ -1,5 +1,87 @@
-# heads stage: see docs/DESIGN.md (being written)
+# heads stage: retrieval-head detection (STUDY.md section 5) on the real eval split of every
+# task, for every condition's model (trained adapters; the base model for "nonft"), and in
+# Wu et al.'s needle-in-a-haystack setting.
+
+
+def heads_settings():
+    """The heads: config slice a detection job depends on (token_match defaults to exact)."""
+    return {"token_match": "exact", **config["heads"]}
+
+
+rule heads:
+    input:
+        model=lambda wc: f"{model_dir(wc.model)}/config.json",
+        eval=lambda wc: eval_data(wc.model, wc.task),
+        adapter=lambda wc: []
+        if wc.condition == "nonft"
+        else f"{adapter_dir(wc.model, wc.task, wc.condition)}/adapter_model.safetensors",
+    output:
+        "results/heads/{model}/{task}/{condition}.parquet",
+    log:
+        "logs/heads/{model}/{task}/{condition}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime="2h",
+        gpu=gpu_resources(),
+    params:
+        model_dir=lambda wc: model_dir(wc.model),
+        adapter_dir=lambda wc: "" if wc.condition == "nonft" else adapter_dir(wc.model, wc.task, wc.condition),
+        settings=lambda wc: model_settings_param(wc.model),
+        heads=lambda wc: {k: v for k, v in heads_settings().items() if k != "niah"},
+        seed=STUDY["seed"],
+    script:
+        "../workflow/scripts/heads.py"
+
+
+rule niah_heads:
+    input:
+        model=lambda wc: f"{model_dir(wc.model)}/config.json",
+    output:
+        set1="results/heads/{model}/niah/set1.parquet",
+        set2="results/heads/{model}/niah/set2.parquet",
+    log:
+        "logs/heads/{model}/niah.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime="2h",
+        gpu=gpu_resources(),
+    params:
+        model_dir=lambda wc: model_dir(wc.model),
+        settings=lambda wc: model_settings_param(wc.model),
+        heads=lambda wc: {
+            k: v
+            for k, v in heads_settings().items()
+            if k in ("max_new_tokens", "success_only", "success_threshold", "token_match", "niah")
+        },
+        seed=STUDY["seed"],
+    script:
+        "../workflow/scripts/niah_heads.py"
+
+
+def model_settings_param(model):
+    """load_model keyword arguments of a model (dtype, attention, RoPE theta, context budget)."""
+    spec = model_spec(model)
+    return {
+        "dtype": spec.get("dtype", "float32"),
+        "attn_implementation": spec.get("attn_implementation", "sdpa"),
+        "rope_theta": spec.get("rope_theta"),
+        "context_tokens": spec.get("context_tokens"),
+    }
 
 
 def heads_targets(model):
-    return []
+    targets = [f"results/heads/{model}/{task}/{condition}.parquet" for task in TASKS for condition in CONDITIONS]
+    targets += [f"results/heads/{model}/niah/set1.parquet", f"results/heads/{model}/niah/set2.parquet"]
+    return targets
+
+
+# Named target: `snakemake retrieval_heads` detects the heads of every model, task and condition.
+rule retrieval_heads:
+    input:
+        [f for m in MODELS for f in heads_targets(m)],

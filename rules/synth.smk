@@ -1,1 +1,96 @@
-# synth stage: see docs/DESIGN.md (being written)
+# Synth stage (STUDY.md section 3): one LLM-written document pool per task (generated once,
+# shared by the variants and by every target model), then the five synthetic variants per
+# model x task, fitted to that model's context budget.
+
+GENERATOR = config["generation"]["generator_model"]
+# The pool job runs with the interpreter of the generation backend's environment. It is a
+# global referenced as {SYNTH_POOL_PYTHON} in the command, so the rule's code (the raw shell
+# text) and its params stay the same wherever that environment lives: no spurious reruns.
+SYNTH_POOL_PYTHON = job_python(config["generation"]["backend"])
+SYNTH_ON_VLLM = use_vllm(config["generation"]["backend"])
+
+
+def synth_pool_params(wildcards):
+    """The config slice a pool depends on: sampling, size, seed, generator and its engine."""
+    gen = config["generation"]
+    return {
+        "backend": "vllm" if SYNTH_ON_VLLM else "hf",
+        "seed": config["study"]["seed"],
+        "pool_size": gen["pool_size"],
+        "temperature": gen["temperature"],
+        "top_p": gen["top_p"],
+        "max_new_tokens": gen["max_new_tokens"],
+        "dtype": model_spec(GENERATOR)["dtype"],
+        "vllm": json.dumps(gen.get("vllm", {}), sort_keys=True) if SYNTH_ON_VLLM else "{}",
+    }
+
+
+rule synth_pool:
+    input:
+        model=ancient(f"{model_dir(GENERATOR)}/config.json"),
+    output:
+        pool="results/synth/{task}/pool.parquet",
+    log:
+        "logs/synth_pool/{task}.log",
+    conda:
+        ("../envs/vllm.yaml" if on_gpu() else "../envs/vllm-cpu.yaml") if SYNTH_ON_VLLM else "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime="60m",
+        gpu=gpu_resources(),
+    params:
+        settings=synth_pool_params,
+        generator=GENERATOR,
+        model_dir=model_dir(GENERATOR),
+    shell:
+        "{SYNTH_POOL_PYTHON} workflow/scripts/synth_pool.py --task {wildcards.task}"
+        " --output {output.pool:q} --model-dir {params.model_dir:q} --generator-model {params.generator}"
+        " --backend {params.settings[backend]} --seed {params.settings[seed]}"
+        " --pool-size {params.settings[pool_size]} --temperature {params.settings[temperature]}"
+        " --top-p {params.settings[top_p]} --max-new-tokens {params.settings[max_new_tokens]}"
+        " --dtype {params.settings[dtype]} --vllm-settings {params.settings[vllm]:q}"
+        " --log {log:q} 2>> {log:q}"
+
+
+# Keys of config `data.<task>` the synthetic examples follow (document counts only).
+SYNTH_TASK_KEYS = {"mdqa": ["num_documents"], "musique": ["num_paragraphs"],
+                   "summhay": ["num_documents", "max_gold_documents"]}
+
+
+def synth_task_data(task):
+    return {k: config["data"][task][k] for k in SYNTH_TASK_KEYS[task]}
+
+
+rule synth_variant:
+    input:
+        pool="results/synth/{task}/pool.parquet",
+        model=ancient("resources/models/{model}/config.json"),
+    output:
+        examples="results/data/{model}/{task}/train/{synthetic}.parquet",
+        stats="results/data/{model}/{task}/stats/{synthetic}.parquet",
+    log:
+        "logs/synth_variant/{model}/{task}/{synthetic}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="15m",
+    params:
+        seed=config["study"]["seed"],
+        examples=config["generation"]["examples_per_variant"],
+        context_tokens=lambda wc: model_spec(wc.model)["context_tokens"],
+        task_data=lambda wc: synth_task_data(wc.task),
+    script:
+        "../workflow/scripts/synth_variant.py"
+
+
+def synth_targets(model):
+    """Every synthetic training set (and its stats) of ``model``."""
+    return [
+        path
+        for task in TASKS
+        for synthetic in SYNTHETIC
+        for path in (train_data(model, task, synthetic), f"results/data/{model}/{task}/stats/{synthetic}.parquet")
+    ]

@@ -1,1 +1,43 @@
-# train stage: see docs/DESIGN.md (being written)
+# Train stage: one fine-tuning run per (model, task, condition); identical hyper-parameters
+# for every condition of a model (config `train:`), only the training data differs.
+# Resumable checkpoints live in results/checkpoints/ (never inside the declared outputs,
+# which Snakemake removes when a job fails).
+
+
+def train_settings_params(wildcards):
+    """The config slice a training run depends on (and nothing else)."""
+    spec = model_spec(wildcards.model)
+    return {
+        "train": dict(config["train"]),
+        "seed": config["study"]["seed"],
+        # The load_model settings of the model (RoPE theta, context budget, dtype, attention).
+        "model_spec": {k: spec.get(k) for k in ("dtype", "attn_implementation", "rope_theta", "context_tokens")},
+    }
+
+
+rule train_adapter:
+    input:
+        data="results/data/{model}/{task}/train/{condition}.parquet",
+        model=ancient("resources/models/{model}/config.json"),
+    output:
+        adapter="results/adapters/{model}/{task}/{condition}/adapter_model.safetensors",
+        adapter_config="results/adapters/{model}/{task}/{condition}/adapter_config.json",
+        curve="results/adapters/{model}/{task}/{condition}/train_curve.parquet",
+    log:
+        "logs/train_adapter/{model}/{task}/{condition}.log",
+    benchmark:
+        "benchmarks/train_adapter/{model}/{task}/{condition}.tsv"
+    wildcard_constraints:
+        condition="|".join(TRAINED),
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime="4h",
+        gpu=gpu_resources(),
+    params:
+        settings=train_settings_params,
+        checkpoint_dir="results/checkpoints/{model}/{task}/{condition}",
+    script:
+        "../workflow/scripts/train_adapter.py"

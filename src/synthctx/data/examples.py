@@ -55,9 +55,10 @@ def validate_example(ex: Mapping[str, Any], where: str = "") -> None:
 
     Invariants: known task and split; non-empty documents with unique ids; gold ids refer
     to documents; every needle span lies inside its document (or its header for
-    citations) and, for answer needles, its text equals one of the answers.
+    citations) and, for answer needles, its text equals one of the answers (up to SQuAD normalization).
     """
     from synthctx.data.prompts import citation_span_in_header
+    from synthctx.data.text import answer_matches
 
     rid = f"{where}: example {ex.get('example_id')!r}" if where else f"example {ex.get('example_id')!r}"
     if ex.get("task") not in TASKS:
@@ -88,7 +89,8 @@ def validate_example(ex: Mapping[str, Any], where: str = "") -> None:
             continue
         if not (0 <= start < end <= len(doc["text"])):
             raise ArtifactError(f"{rid}: field 'needles' span {start}:{end} outside document {n['doc_id']!r}")
-        if n["kind"] == "answer" and answers and doc["text"][start:end] not in answers:
+        # Answers are matched case-insensitively in documents, so compare SQuAD-normalized text.
+        if n["kind"] == "answer" and answers and not answer_matches(doc["text"][start:end], answers):
             raise ArtifactError(
                 f"{rid}: field 'needles' answer span text {doc['text'][start:end]!r} is not one of the answers"
             )

@@ -1,0 +1,91 @@
+"""Figure 3 (similarity vs downstream score) and the layer x head heatmaps."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+CONDITION_LABELS = {
+    "real_full": "Real (Full)", "real_limited": "Real (Limited)", "high_high": "High/High", "high_low": "High/Low",
+    "low_high": "Low/High", "low_low": "Low/Low", "symbolic": "Symbolic", "nonft": "Non-FT",
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
+def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Sequence[str], path: str,
+            measures: Sequence[str] = ("cosine", "recall_topk")) -> None:
+    """Scatter of each measure (rows) against the downstream score per task (columns).
+
+    Retrieval heads only (SummHay: citation heads); the synthetic conditions are the points
+    the correlation uses; Real (Limited) is drawn hollow for reference when present.
+    """
+    plt = _pyplot()
+    sim = similarity[similarity["head_kind"] == "retrieval"]
+    tasks = list(dict.fromkeys(sim["task"]))
+    fig, axes = plt.subplots(len(measures), max(1, len(tasks)), figsize=(4 * max(1, len(tasks)), 3.4 * len(measures)),
+                             squeeze=False)
+    for col, task in enumerate(tasks):
+        group = sim[sim["task"] == task]
+        for row, measure in enumerate(measures):
+            ax = axes[row][col]
+            points = group[group["condition"].isin(synthetic)]
+            ax.scatter(points[measure], points["score"], color="tab:blue")
+            for _, p in points.iterrows():
+                ax.annotate(CONDITION_LABELS.get(p["condition"], p["condition"]), (p[measure], p["score"]),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ref = group[group["condition"] == "real_limited"]
+            if not ref.empty:
+                ax.scatter(ref[measure], ref["score"], facecolors="none", edgecolors="tab:gray", label="Real (Limited)")
+            corr = correlations[(correlations["task"] == task) & (correlations["measure"] == measure)]
+            rho = float(corr["spearman_rho"].iloc[0]) if len(corr) else math.nan
+            pval = float(corr["p_value"].iloc[0]) if len(corr) else math.nan
+            ax.set_title(f"{task}: rho={_fmt(rho)}, p={_fmt(pval)}", fontsize=10)
+            ax.set_xlabel(measure.replace("_", " ") + " to Real (Full)")
+            ax.set_ylabel("downstream score")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def heatmap_grid(matrices: Mapping[tuple[str, str], np.ndarray], conditions: Sequence[str], head_kinds: Sequence[str],
+                 title: str, path: str) -> None:
+    """Grid of layer x head score maps: one row per head kind, one column per condition."""
+    plt = _pyplot()
+    ncols, nrows = len(conditions), len(head_kinds)
+    vmax = max([float(m.max()) for m in matrices.values()] + [1e-9])
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols + 1, 3.2 * nrows), squeeze=False)
+    image = None
+    for r, kind in enumerate(head_kinds):
+        for c, condition in enumerate(conditions):
+            ax = axes[r][c]
+            matrix = matrices.get((kind, condition))
+            if matrix is None:
+                ax.axis("off")
+                continue
+            image = ax.imshow(matrix, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=vmax,
+                              interpolation="nearest")
+            ax.set_title(f"{CONDITION_LABELS.get(condition, condition)}\n{kind}", fontsize=8)
+            ax.set_xlabel("head", fontsize=7)
+            if c == 0:
+                ax.set_ylabel("layer", fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.suptitle(title)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="retrieval score")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

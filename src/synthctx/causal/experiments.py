@@ -1,0 +1,171 @@
+"""The two causal experiments end to end: knockout (Figure 4) and patching (Table 3).
+
+Each function loads the models, decodes the first ``examples`` real eval examples greedily
+under every intervention, scores the predictions with the task metric and writes one
+``intervention_predictions`` table (nothing is written unless every run finished).
+
+Interventions and their ``intervention`` labels:
+
+* knockout: ``none`` (the unmasked model), ``knockout_topk`` (the model's own top-K retrieval
+  heads), ``knockout_random`` (``draw`` = 0..R-1: K random heads outside its top
+  ``random_exclude_top``);
+* patching: ``none`` (the unpatched recipient), ``patch_intersection``, ``patch_complement``,
+  ``patch_random``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+
+from synthctx.causal.decoding import decode_text, greedy_decode, stop_token_ids
+from synthctx.causal.head_sets import PATCH_SETS, knockout_random_heads, patch_head_sets, ranked_heads
+from synthctx.causal.interventions import Head, head_geometry, head_output_means, mask_heads
+from synthctx.causal.patching import patched_greedy_decode
+from synthctx.provenance import derived_seed, provenance
+from synthctx.schema import read_table, write_table
+
+log = logging.getLogger("synthctx.causal")
+
+
+def _score(task: str, prediction: str, example: Mapping[str, Any]) -> float:
+    from synthctx.evaluate.metrics import score_prediction  # lazy: written by the evaluate stage
+
+    return float(score_prediction(task, prediction, example)[0])
+
+
+def load_eval_prompts(eval_path: str, tokenizer, n: int, task: str):
+    """The first ``n`` eval examples (file order) of ``task`` and their prompt token ids."""
+    from synthctx.data.examples import read_examples
+    from synthctx.data.prompts import encode_prompt, render_prompt
+
+    examples = [ex for ex in read_examples(eval_path) if ex["task"] == task][:n]
+    if not examples:
+        raise ValueError(f"{eval_path}: no eval examples of task {task!r}")
+    prompts = [encode_prompt(render_prompt(ex, tokenizer), tokenizer)[0] for ex in examples]
+    return examples, prompts
+
+
+def _heads_json(heads: Sequence[Head]) -> str:
+    return json.dumps([[int(layer), int(head)] for layer, head in heads])
+
+
+def _progress(total: int, log_path: str | None, desc: str):
+    from tqdm import tqdm
+
+    from synthctx.logging_utils import progress_stream
+
+    return tqdm(total=total, desc=desc, file=progress_stream(log_path), mininterval=10)
+
+
+def _decode_all(decode: Callable[[Sequence[int]], list[int]], tokenizer, task, examples, prompts, base_row, bar):
+    rows = []
+    for example, ids in zip(examples, prompts):
+        prediction = decode_text(tokenizer, decode(ids))
+        rows.append({**base_row, "example_id": example["example_id"], "prediction": prediction,
+                     "score": _score(task, prediction, example)})
+        bar.update(1)
+    return rows
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def _load(model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None):
+    from synthctx.models.loading import load_model
+
+    return load_model(model_dir, **settings, adapter_dir=adapter_dir)
+
+
+def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None, eval_path: str,
+                 head_scores_path: str, out_path: str, model_name: str, task: str, condition: str,
+                 top_k: int, random_exclude_top: int, random_draws: int, operator: str, examples: int,
+                 max_new_tokens: int, seed: int, head_kind: str = "retrieval",
+                 log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
+    """Knockout of a model's own top-K retrieval heads vs random heads (Figure 4)."""
+    from synthctx.models.loading import load_tokenizer
+
+    _set_threads(threads)
+    tokenizer = load_tokenizer(model_dir)
+    model = _load(model_dir, settings, adapter_dir)
+    geometry = head_geometry(model)
+    ranking = ranked_heads(read_table(head_scores_path, "head_scores"), head_kind, head_scores_path)
+    if len(ranking) != geometry.num_layers * geometry.num_heads:
+        raise ValueError(f"{head_scores_path}: {len(ranking)} {head_kind} heads scored, "
+                         f"model has {geometry.num_layers * geometry.num_heads}")
+    exs, prompts = load_eval_prompts(eval_path, tokenizer, examples, task)
+    stops = stop_token_ids(tokenizer)
+    means = head_output_means(model, prompts) if operator == "mean" else None
+
+    runs: list[tuple[str, int, list[Head]]] = [("none", 0, []), ("knockout_topk", 0, sorted(ranking[:top_k]))]
+    for draw in range(random_draws):
+        draw_seed = derived_seed(seed, "knockout_random", model_name, task, condition, draw)
+        runs.append(("knockout_random", draw,
+                     knockout_random_heads(geometry.all_heads(), ranking, top_k, random_exclude_top, draw_seed)))
+    log.info("knockout %s/%s/%s: %d examples x %d runs, operator %s", model_name, task, condition,
+             len(exs), len(runs), operator)
+    rows = []
+    started = time.perf_counter()
+    with _progress(len(exs) * len(runs), log_path, f"knockout {task}/{condition}") as bar:
+        for intervention, draw, heads in runs:
+            base_row = {"model": model_name, "task": task, "condition": condition, "intervention": intervention,
+                        "draw": draw, "heads": _heads_json(heads)}
+            with mask_heads(model, heads, operator, means):
+                rows += _decode_all(lambda ids: greedy_decode(model, ids, max_new_tokens, stops),
+                                    tokenizer, task, exs, prompts, base_row, bar)
+            log.info("%s draw %d: mean score %.3f", intervention, draw,
+                     sum(r["score"] for r in rows[-len(exs):]) / len(exs))
+    frame = pd.DataFrame(rows)
+    write_table(frame, out_path, "intervention_predictions", provenance(
+        seed=seed, model=model_name, task=task, condition=condition, operator=operator, top_k=top_k,
+        random_exclude_top=random_exclude_top, random_draws=random_draws, head_kind=head_kind,
+        max_new_tokens=max_new_tokens, seconds=round(time.perf_counter() - started, 1)))
+    return frame
+
+
+def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: str | None,
+                 recipient_adapter: str | None, eval_path: str, donor_scores_path: str,
+                 recipient_scores_path: str, out_path: str, model_name: str, task: str, recipient: str,
+                 top_k: int, examples: int, max_new_tokens: int, seed: int, head_kind: str = "retrieval",
+                 log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
+    """Patch the Real (Full) model's heads into a synthetic-data model (Table 3)."""
+    from synthctx.models.loading import load_tokenizer
+
+    _set_threads(threads)
+    tokenizer = load_tokenizer(model_dir)
+    donor_model = _load(model_dir, settings, donor_adapter)
+    recipient_model = _load(model_dir, settings, recipient_adapter)
+    geometry = head_geometry(recipient_model)
+    donor_ranking = ranked_heads(read_table(donor_scores_path, "head_scores"), head_kind, donor_scores_path)
+    recipient_ranking = ranked_heads(read_table(recipient_scores_path, "head_scores"), head_kind,
+                                     recipient_scores_path)
+    sets = patch_head_sets(donor_ranking, recipient_ranking, top_k, geometry.all_heads(),
+                           derived_seed(seed, "patch_random", model_name, task, recipient))
+    exs, prompts = load_eval_prompts(eval_path, tokenizer, examples, task)
+    stops = stop_token_ids(tokenizer)
+    runs = [("none", [])] + [(f"patch_{name}", sets[name]) for name in PATCH_SETS]
+    log.info("patching %s/%s/%s: sets %s", model_name, task, recipient, {k: len(v) for k, v in sets.items()})
+    rows = []
+    started = time.perf_counter()
+    with _progress(len(exs) * len(runs), log_path, f"patching {task}/{recipient}") as bar:
+        for intervention, heads in runs:
+            base_row = {"model": model_name, "task": task, "condition": recipient, "intervention": intervention,
+                        "draw": 0, "heads": _heads_json(heads)}
+            rows += _decode_all(
+                lambda ids: patched_greedy_decode(donor_model, recipient_model, ids, heads, max_new_tokens, stops),
+                tokenizer, task, exs, prompts, base_row, bar)
+            log.info("%s (%d heads): mean score %.3f", intervention, len(heads),
+                     sum(r["score"] for r in rows[-len(exs):]) / len(exs))
+    frame = pd.DataFrame(rows)
+    write_table(frame, out_path, "intervention_predictions", provenance(
+        seed=seed, model=model_name, task=task, condition=recipient, donor="real_full", top_k=top_k,
+        head_kind=head_kind, max_new_tokens=max_new_tokens, seconds=round(time.perf_counter() - started, 1)))
+    return frame

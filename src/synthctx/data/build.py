@@ -1,0 +1,240 @@
+"""The real-data stage: raw files -> eval split, Real (Full), Real (Limited), stats.
+
+:func:`build_real_data` is pure (returns everything in memory);
+:func:`write_real_data` validates every example first and only then writes the four
+artifacts, so a failure leaves no partial output. :func:`run_build_real_data` is what
+the Snakemake script calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from synthctx.data import context, loaders, splits
+from synthctx.data.examples import examples_to_frame, validate_example
+from synthctx.data.prompts import char_spans_to_token_spans, encode_prompt, needle_char_spans, render_prompt
+from synthctx.schema import SCHEMAS, ArtifactError, write_table
+
+log = logging.getLogger("synthctx.data")
+
+# The needle kind whose position is reported as "needle depth" per task.
+PRIMARY_NEEDLE = {"mdqa": "answer", "musique": "answer", "summhay": "insight"}
+
+
+@dataclass
+class RealData:
+    task: str
+    eval: list[dict[str, Any]]
+    real_full: list[dict[str, Any]]
+    real_limited: list[dict[str, Any]]
+    counts: dict[str, float] = field(default_factory=dict)  # raw/candidate/dropped counts
+    stats: pd.DataFrame | None = None
+
+
+def needle_depth(example: Mapping[str, Any], tokenizer) -> float | None:
+    """Mean relative token position (0 = prompt start, 1 = end) of the primary needles."""
+    rendered = render_prompt(example, tokenizer)
+    ids, offsets = encode_prompt(rendered, tokenizer)
+    spans = char_spans_to_token_spans(
+        needle_char_spans(example, rendered, [PRIMARY_NEEDLE[example["task"]]]), offsets
+    )
+    if not spans or not ids:
+        return None
+    return sum(start for start, *_ in spans) / len(spans) / len(ids)
+
+
+def _candidates(task: str, raw_files: Sequence[str], tokenizer, task_config: Mapping[str, Any], seed: int,
+                context_tokens: int, counts: Counter) -> list[context.Candidate]:
+    if task == "mdqa":
+        if len(raw_files) != 1:
+            raise ValueError(f"mdqa takes one documents file, got {list(raw_files)}")
+        records = loaders.load_mdqa(raw_files[0])
+        counts["raw_records"] = len(records)
+        return [
+            context.Candidate(
+                r.record_id, r.record_id,
+                lambda r=r: context.build_mdqa(
+                    r, seed=seed, num_documents=int(task_config["num_documents"]),
+                    gold_position=task_config["gold_position"], tokenizer=tokenizer, context_tokens=context_tokens,
+                ),
+            )
+            for r in records
+        ]
+    if task == "musique":
+        records = loaders.load_musique_files(raw_files)
+        counts["raw_records"] = len(records)
+        hops = {int(h) for h in task_config["hops"]}
+        kept = [r for r in records if r.hops in hops]
+        counts["filtered_hops"] = len(records) - len(kept)
+        pool = context.ParagraphPool(records)
+        return [
+            context.Candidate(
+                r.record_id, r.record_id,
+                lambda r=r: context.build_musique(
+                    r, seed=seed, num_paragraphs=int(task_config["num_paragraphs"]), pool=pool,
+                    tokenizer=tokenizer, context_tokens=context_tokens,
+                ),
+            )
+            for r in kept
+        ]
+    if task == "summhay":
+        haystacks = loaders.load_summhay_files(raw_files)
+        counts["raw_records"] = sum(len(s.insights) for h in haystacks for s in h.subtopics)
+        counts["haystacks"] = len(haystacks)
+        out = []
+        for h in haystacks:
+            out += context.summhay_candidates(
+                h, seed=seed, num_documents=int(task_config["num_documents"]),
+                max_gold_documents=int(task_config["max_gold_documents"]),
+                excerpt_sentences=int(task_config["excerpt_sentences"]),
+                tokenizer=tokenizer, context_tokens=context_tokens,
+            )
+        return out
+    raise ValueError(f"unknown task {task!r}")
+
+
+def build_real_data(
+    task: str,
+    raw_files: Sequence[str],
+    tokenizer,
+    *,
+    task_config: Mapping[str, Any],
+    eval_examples: int,
+    max_train_examples: int | None,
+    limited_fraction: float,
+    seed: int,
+    context_tokens: int,
+    progress_file=None,
+) -> RealData:
+    """Eval split, Real (Full), Real (Limited) and stats of one task (see splits.py)."""
+    from tqdm import tqdm
+
+    counts: Counter = Counter()
+    candidates = _candidates(task, raw_files, tokenizer, task_config, seed, context_tokens, counts)
+    counts["candidates"] = len(candidates)
+    dropped: Counter = Counter()
+    total = eval_examples + (max_train_examples if max_train_examples is not None else len(candidates))
+    bar = tqdm(total=min(total, len(candidates)), desc=f"build {task}", file=progress_file, mininterval=5)
+    build = lambda cand: cand.build()  # noqa: E731
+    if task == "summhay":
+        eval_groups = set(splits.heldout_groups([c.group for c in candidates], int(task_config["eval_haystacks"]), seed))
+        counts["eval_haystacks"] = len(eval_groups)
+        eval_pool = [c for c in candidates if c.group in eval_groups]
+        train_pool = [c for c in candidates if c.group not in eval_groups]
+        eval_set, _ = splits.take_buildable(
+            splits.order_by_hash(eval_pool, seed, lambda c: c.example_id), eval_examples, build, dropped, bar.update
+        )
+        train_set, _ = splits.take_buildable(
+            splits.order_by_hash(train_pool, seed, lambda c: c.example_id), max_train_examples, build, dropped,
+            bar.update,
+        )
+    else:
+        ordered = splits.order_by_hash(candidates, seed, lambda c: c.example_id)
+        eval_set, rest = splits.take_buildable(ordered, eval_examples, build, dropped, bar.update)
+        train_set, _ = splits.take_buildable(rest, max_train_examples, build, dropped, bar.update)
+    bar.close()
+    for reason, n in dropped.items():
+        counts[f"dropped_{reason}"] = n
+    counts["dropped_budget"] = dropped.get("budget", 0)
+    if not eval_set:
+        raise ArtifactError(f"{task}: no eval example could be built from {list(raw_files)}")
+    if not train_set:
+        raise ArtifactError(f"{task}: no training example could be built from {list(raw_files)}")
+    for ex in eval_set + train_set:
+        depth = needle_depth(ex, tokenizer)
+        ex["meta"]["needle_depth"] = None if depth is None else round(depth, 4)
+    data = RealData(
+        task=task,
+        eval=splits.assign(eval_set, "eval", "real"),
+        real_full=splits.assign(train_set, "train", "real_full"),
+        real_limited=splits.assign(splits.limited_subset(train_set, limited_fraction, seed), "train", "real_limited"),
+        counts=dict(counts),
+    )
+    data.stats = dataset_stats(data)
+    log.info("%s: %s", task, {k: v for k, v in sorted(counts.items())})
+    return data
+
+
+def _describe(values: Sequence[float], name: str) -> dict[str, float]:
+    if not values:
+        return {}
+    return {f"{name}_min": float(min(values)), f"{name}_mean": float(sum(values) / len(values)),
+            f"{name}_max": float(max(values))}
+
+
+def dataset_stats(data: RealData) -> pd.DataFrame:
+    """Rows (task, condition, stat, value): per set sizes, token lengths, needle depth; and counts."""
+    rows = []
+    for condition, examples in (("real", data.eval), ("real_full", data.real_full), ("real_limited", data.real_limited)):
+        stats: dict[str, float] = {"examples": float(len(examples))}
+        stats.update(_describe([ex["meta"]["prompt_tokens"] for ex in examples], "prompt_tokens"))
+        depths = [ex["meta"]["needle_depth"] for ex in examples if ex["meta"].get("needle_depth") is not None]
+        stats.update(_describe(depths, "needle_depth"))
+        stats.update(_describe([len(ex["documents"]) for ex in examples], "documents"))
+        stats.update(_describe([len(ex["gold_doc_ids"]) for ex in examples], "gold_documents"))
+        stats.update(_describe([len(ex["needles"]) for ex in examples], "needles"))
+        rows += [{"task": data.task, "condition": condition, "stat": k, "value": v} for k, v in stats.items()]
+    rows += [{"task": data.task, "condition": "all", "stat": k, "value": float(v)} for k, v in sorted(data.counts.items())]
+    return pd.DataFrame(rows, columns=SCHEMAS["dataset_stats"].names)
+
+
+def write_real_data(data: RealData, *, eval_path: str, full_path: str, limited_path: str, stats_path: str,
+                    metadata: Mapping[str, Any]) -> None:
+    """Validate all examples, then write the four artifacts (nothing is written on error)."""
+    outputs = ((eval_path, data.eval), (full_path, data.real_full), (limited_path, data.real_limited))
+    for path, examples in outputs:
+        for ex in examples:
+            validate_example(ex, where=str(path))
+    frames = [(path, examples_to_frame(examples)) for path, examples in outputs]
+    for path, frame in frames:
+        write_table(frame, path, "examples", metadata)
+    write_table(data.stats, stats_path, "dataset_stats", metadata)
+
+
+def run_build_real_data(
+    *,
+    task: str,
+    raw_files: Sequence[str],
+    model_dir: str,
+    outputs: Mapping[str, str],
+    params: Mapping[str, Any],
+    model: str,
+    log_path: str | None = None,
+) -> RealData:
+    """Entry point of the ``build_real_data`` rule: load the tokenizer, build, write.
+
+    ``params``: task_config, eval_examples, max_train_examples, limited_fraction, seed,
+    context_tokens. ``outputs``: eval, real_full, real_limited, stats paths.
+    """
+    from synthctx.logging_utils import progress_stream
+    from synthctx.models.loading import load_tokenizer
+    from synthctx.provenance import provenance
+
+    tokenizer = load_tokenizer(model_dir)
+    stream = progress_stream(log_path)
+    try:
+        data = build_real_data(
+            task, raw_files, tokenizer,
+            task_config=params["task_config"], eval_examples=int(params["eval_examples"]),
+            max_train_examples=params.get("max_train_examples"), limited_fraction=float(params["limited_fraction"]),
+            seed=int(params["seed"]), context_tokens=int(params["context_tokens"]), progress_file=stream,
+        )
+    finally:
+        if log_path:
+            stream.close()
+    metadata = provenance(
+        seed=int(params["seed"]), model=model, task=task, context_tokens=int(params["context_tokens"]),
+        task_config=dict(params["task_config"]), eval_examples=int(params["eval_examples"]),
+        max_train_examples=params.get("max_train_examples"), limited_fraction=float(params["limited_fraction"]),
+        raw_files=[str(f) for f in raw_files],
+    )
+    write_real_data(
+        data, eval_path=outputs["eval"], full_path=outputs["real_full"], limited_path=outputs["real_limited"],
+        stats_path=outputs["stats"], metadata=metadata,
+    )
+    return data

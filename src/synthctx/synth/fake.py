@@ -1,0 +1,52 @@
+"""A deterministic stand-in LLM (no model, instant) for tests and dry runs of the synth stage."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+from synthctx.synth.backends import Backend, as_messages, request_seeds
+
+FILL = ["It is known for its quiet streets and old stone houses.", "Many visitors come in the summer.",
+        "Its history goes back several centuries.", "Local records describe a long tradition of trade.",
+        "The surrounding hills are covered with pine forest.", "People there value music and storytelling."]
+
+
+class FakeBackend(Backend):
+    """Writes prose that states what the prompt asks for, except every ``fail_every``-th request."""
+
+    name = "fake"
+
+    def __init__(self, fail_every: int = 0):
+        self.fail_every = fail_every
+        self.calls = 0
+
+    def generate(self, prompts, params, request_ids=None):
+        ids = list(request_ids) if request_ids is not None else [str(i) for i in range(len(prompts))]
+        out = []
+        for prompt, seed in zip(prompts, request_seeds(params, ids)):
+            self.calls += 1
+            rng = random.Random(seed)
+            content = as_messages(prompt)[-1]["content"]
+            fail = self.fail_every and self.calls % self.fail_every == 0
+            filler = " ".join(rng.sample(FILL, 4))
+            if m := re.search(r'Keep the name "(.+?)" and the number (\d+)', content):
+                sentence = "A spokesperson noted something." if fail else \
+                    f"According to {m.group(1)}, the figure reached {m.group(2)} in the end."
+                out.append(json.dumps({"sentence": sentence}))
+            elif m := re.search(r"news report .*? about (.+?), a fictional event", content):
+                out.append(json.dumps({"headline": f"News on {m.group(1)}", "body": f"Reports on {m.group(1)}. {filler}"}))
+            elif m := re.search(r'about (.+?), a fictional .*?this fact: (.+?) is (.+?)\. Mention', content):
+                subject, obj = m.group(1), m.group(3)
+                fact = "Nothing more is known." if fail else f"Records show that {m.group(2)[0].lower()}{m.group(2)[1:]} is {obj}."
+                out.append(f"{subject} is a fictional figure. {filler} {fact} It remains a topic of study.")
+            elif m := re.search(r"about (.+?), a fictional", content):
+                out.append(f"{m.group(1)} is a fictional place or figure. {filler}")
+            else:
+                out.append("Hello.")
+        self.last_output_tokens = sum(len(o.split()) for o in out)
+        return out
+
+    def info(self):
+        return {"backend": self.name, "backend_version": "0", "generator_model_dir": "none", "engine": {}}

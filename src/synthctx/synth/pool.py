@@ -1,0 +1,321 @@
+"""The per-task pool of LLM-written documents, generated once and shared by the variants.
+
+Pool items (Parquet kind ``document_pool``; ``fields`` holds the facts each item was asked
+to express):
+
+- mdqa / musique: ``haystack_article`` (an article about a fictional entity) and
+  ``needle_article`` (an article about a fact's subject that must state the fact; musique
+  facts come in 3-hop chains, ``fields.chain``/``fields.hop``).
+- summhay: ``news_document`` (a news report about a fictional topic, JSON headline/body)
+  and ``insight_prose`` (an LLM paraphrase of one templated insight that keeps its key
+  name and number).
+
+Every output is cleaned and validated; items failing validation are retried with a new
+seed up to ``attempts`` times, then kept with ``status = reject:<reason>`` (counted, never
+used). Finished items are appended to a shard under ``results/synth/{task}/.partial/`` so
+an interrupted run resumes where it stopped; the Parquet file is written atomically last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+
+from synthctx.provenance import derived_seed
+from synthctx.synth.backends import Backend, GenerationParams, validate_json
+from synthctx.synth.entities import KIND_DESCRIPTIONS, EntityGenerator, Fact, relation_by_name
+from synthctx.synth.topics import ASPECTS, make_topic
+
+log = logging.getLogger("synthctx.synth")
+
+NEWS_SCHEMA = {
+    "type": "object",
+    "properties": {"headline": {"type": "string"}, "body": {"type": "string"}},
+    "required": ["headline", "body"],
+    "additionalProperties": False,
+}
+INSIGHT_SCHEMA = {
+    "type": "object",
+    "properties": {"sentence": {"type": "string"}},
+    "required": ["sentence"],
+    "additionalProperties": False,
+}
+MIN_DOCUMENT_CHARS = 120
+INSIGHT_MAX_TOKENS = 72
+# Share of the pool spent on needle items (the rest is haystack prose), ours.
+NEEDLE_SHARE = 2 / 3
+
+
+def template(name: str) -> str:
+    """A prompt template file of ``synthctx/synth/templates``."""
+    return resources.files("synthctx.synth").joinpath("templates", f"{name}.txt").read_text().strip()
+
+
+def clean_text(text: str) -> str:
+    """One paragraph of prose: collapse whitespace, drop markdown marks and a cut-off last sentence."""
+    text = re.sub(r"[#*_`]+", "", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    last = max(text.rfind(". "), text.rfind("! "), text.rfind("? "), -1)
+    if text and text[-1] not in ".!?\"'" and last > len(text) // 2:
+        text = text[: last + 1]
+    return text
+
+
+# ---------------------------------------------------------------- pool plan (what to generate)
+
+
+def plan_pool(task: str, pool_size: int, seed: int) -> list[dict[str, Any]]:
+    """The items of a task's pool: id, kind, prompt, fields; a pure function of the seed."""
+    gen = EntityGenerator(derived_seed(seed, "synth-entities", task))
+    items: list[dict[str, Any]] = []
+    if task in ("mdqa", "musique"):
+        n_needle = max(1, round(pool_size * NEEDLE_SHARE))
+        if task == "musique":
+            chains = max(1, n_needle // 3)
+            for c in range(chains):
+                for hop, fact in enumerate(gen.chain(3), start=1):
+                    items.append(_needle_item(task, f"{task}-chain{c:03d}-hop{hop}", fact, chain=c, hop=hop))
+        else:
+            for i in range(n_needle):
+                items.append(_needle_item(task, f"{task}-needle{i:03d}", gen.fact()))
+        for i in range(max(0, pool_size - len(items))):
+            kind = gen.rng.choice(list(KIND_DESCRIPTIONS))
+            entity = gen.entity(kind)
+            prompt = template("haystack_article").format(entity=entity, kind=KIND_DESCRIPTIONS[kind])
+            items.append({"pool_id": f"{task}-haystack{i:03d}", "kind": "haystack_article", "entity": entity,
+                          "prompt": prompt, "fields": {"entity": entity, "entity_kind": kind}})
+    elif task == "summhay":
+        insights_per_topic = len(ASPECTS) * 2
+        topics = [make_topic(gen, f"topic{t}") for t in range(max(1, pool_size // (2 * insights_per_topic)))]
+        for topic in topics:
+            for ins in topic.insights:
+                prompt = template("insight_prose").format(key=ins.key, number=ins.number, statement=ins.statement())
+                items.append({"pool_id": f"summhay-{ins.insight_id}", "kind": "insight_prose", "entity": ins.key,
+                              "prompt": prompt, "fields": {"insight": ins.to_dict(), "topic_id": topic.topic_id}})
+        n_news = max(len(topics), pool_size - len(items))
+        for i in range(n_news):
+            topic = topics[i % len(topics)]
+            aspect = ASPECTS[(i // len(topics)) % len(ASPECTS)][0]
+            prompt = template("news_document").format(topic=topic.name, place=topic.place, aspect=aspect)
+            items.append({"pool_id": f"summhay-news{i:03d}", "kind": "news_document", "entity": topic.name,
+                          "prompt": prompt,
+                          "fields": {"topic_id": topic.topic_id, "topic": topic.name, "place": topic.place,
+                                     "aspect": aspect,
+                                     "insights": [ins.to_dict() for ins in topic.insights]}})
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    for item in items:
+        item["task"] = task
+    return items
+
+
+def _needle_item(task: str, pool_id: str, fact: Fact, **extra: Any) -> dict[str, Any]:
+    rel = relation_by_name(fact.relation)
+    phrase = rel.phrase.format(s=fact.subject)
+    prompt = template("needle_article").format(subject=fact.subject, kind=KIND_DESCRIPTIONS[fact.subject_kind],
+                                               relation_phrase=phrase[0].upper() + phrase[1:], object=fact.object)
+    return {"pool_id": pool_id, "kind": "needle_article", "entity": fact.subject, "prompt": prompt,
+            "fields": {"fact": fact.to_dict(), **extra}}
+
+
+# ---------------------------------------------------------------- validation of one output
+
+
+def validate_output(item: Mapping[str, Any], raw: str) -> tuple[str, dict[str, Any], str | None]:
+    """(clean text, extra fields, reject reason or None) for the raw LLM output of ``item``."""
+    kind = item["kind"]
+    fields = item["fields"]
+    if kind == "news_document":
+        obj, reason = validate_json(raw, NEWS_SCHEMA)
+        if reason:
+            return "", {}, reason
+        text = clean_text(obj["body"])
+        headline = clean_text(obj["headline"])[:120]
+        if len(text) < MIN_DOCUMENT_CHARS:
+            return text, {}, "too_short"
+        keys = [i["key"] for i in fields["insights"]]
+        if any(k in text for k in keys):  # a haystack document must not state an insight by itself
+            return text, {}, "mentions_insight_key"
+        return text, {"headline": headline}, None
+    if kind == "insight_prose":
+        obj, reason = validate_json(raw, INSIGHT_SCHEMA)
+        if reason:
+            return "", {}, reason
+        text = clean_text(obj["sentence"])
+        ins = fields["insight"]
+        if ins["key"] not in text:
+            return text, {}, "missing_key"
+        if not re.search(rf"(?<!\d){re.escape(ins['number'])}(?!\d)", text):
+            return text, {}, "missing_number"
+        return text, {}, None
+    text = clean_text(raw)
+    if len(text) < MIN_DOCUMENT_CHARS:
+        return text, {}, "too_short"
+    if kind == "haystack_article":
+        if fields["entity"] not in text:
+            return text, {}, "missing_entity"
+        return text, {}, None
+    if kind == "needle_article":
+        fact = fields["fact"]
+        if fact["subject"] not in text:
+            return text, {}, "missing_subject"
+        if fact["object"] not in text:
+            return text, {}, "missing_object"
+        return text, {}, None
+    raise ValueError(f"pool item {item['pool_id']}: unknown kind {kind!r}")
+
+
+def item_params(item: Mapping[str, Any], params: GenerationParams) -> GenerationParams:
+    if item["kind"] == "news_document":
+        return params.with_schema(NEWS_SCHEMA)
+    if item["kind"] == "insight_prose":
+        return GenerationParams(params.temperature, params.top_p, min(INSIGHT_MAX_TOKENS, params.max_new_tokens),
+                                params.seed, INSIGHT_SCHEMA)
+    return params
+
+
+# ---------------------------------------------------------------- resumable generation
+
+
+def settings_fingerprint(task: str, pool_size: int, params: GenerationParams, model: str) -> str:
+    payload = json.dumps({"task": task, "pool_size": pool_size, "temperature": params.temperature,
+                          "top_p": params.top_p, "max_new_tokens": params.max_new_tokens, "seed": params.seed,
+                          "model": model}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class PartialShard:
+    """Append-only JSON Lines of finished pool items; its first line pins the settings."""
+
+    def __init__(self, path: Path, fingerprint: str):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.done: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            lines = self.path.read_text().splitlines()
+            header = json.loads(lines[0]) if lines else {}
+            if header.get("fingerprint") == fingerprint:
+                for line in lines[1:]:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut by the interruption
+                        continue
+                    self.done[row["pool_id"]] = row
+            else:
+                log.info("%s: settings changed, discarding %d partial lines", self.path, max(0, len(lines) - 1))
+                self.path.unlink()
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        with open(self.path, "a") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                self.done[row["pool_id"]] = dict(row)
+            fh.flush()
+
+
+def generate_pool(
+    task: str,
+    backend: Backend,
+    params: GenerationParams,
+    pool_size: int,
+    partial_dir: str | Path,
+    generator_model: str,
+    attempts: int = 2,
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Generate (or resume) the pool of ``task``; returns the document_pool frame and run stats."""
+    items = plan_pool(task, pool_size, params.seed)
+    shard = PartialShard(Path(partial_dir) / "pool.jsonl",
+                         settings_fingerprint(task, pool_size, params, generator_model))
+    resumed = sum(1 for it in items if it["pool_id"] in shard.done)
+    pending = [it for it in items if it["pool_id"] not in shard.done]
+    log.info("%s pool: %d items planned, %d resumed from %s", task, len(items), resumed, shard.path)
+    output_tokens = 0
+    for attempt in range(attempts):
+        if not pending:
+            break
+        retry: list[dict[str, Any]] = []
+        # One generate call per kind (each kind has its own token budget / JSON schema).
+        for kind in sorted({it["kind"] for it in pending}):
+            group = [it for it in pending if it["kind"] == kind]
+            for start in range(0, len(group), batch_size):
+                batch = group[start:start + batch_size]
+                outs = backend.generate([it["prompt"] for it in batch], item_params(batch[0], params),
+                                        request_ids=[f"{it['pool_id']}#{attempt}" for it in batch])
+                output_tokens += getattr(backend, "last_output_tokens", 0)
+                finished = []
+                for it, raw in zip(batch, outs):
+                    text, extra, reason = validate_output(it, raw)
+                    if reason is None or attempt == attempts - 1:
+                        finished.append(_pool_row(it, text, extra, reason, attempt))
+                    else:
+                        retry.append(it)
+                shard.append(finished)
+                if progress:
+                    progress(len(finished))
+        pending = retry
+    rows = [shard.done[it["pool_id"]] for it in items]
+    frame = pd.DataFrame([{k: r[k] for k in ("pool_id", "task", "kind", "entity", "prompt", "text", "fields",
+                                             "status")} for r in rows])
+    stats = {"planned": len(items), "resumed": resumed, "output_tokens": output_tokens,
+             "ok": int((frame["status"] == "ok").sum())}
+    for status, count in frame["status"].value_counts().items():
+        if status != "ok":
+            stats[status] = int(count)
+    return frame, stats
+
+
+def _pool_row(item, text, extra, reason, attempt) -> dict[str, Any]:
+    fields = {**item["fields"], **extra, "attempt": attempt}
+    return {"pool_id": item["pool_id"], "task": item["task"], "kind": item["kind"], "entity": item["entity"],
+            "prompt": item["prompt"], "text": text, "fields": json.dumps(fields, sort_keys=True, ensure_ascii=False),
+            "status": "ok" if reason is None else f"reject:{reason}"}
+
+
+def build_pool_file(task: str, out_path: str, model_dir: str, generator_model: str, backend: str, seed: int,
+                    pool_size: int, temperature: float, top_p: float, max_new_tokens: int,
+                    dtype: str = "float32", vllm_settings: Mapping[str, Any] | None = None,
+                    attempts: int = 2, log_path: str | None = None) -> dict[str, Any]:
+    """Generate (resuming if interrupted) ``results/synth/{task}/pool.parquet``; returns run stats."""
+    import shutil
+    import time
+
+    from tqdm import tqdm
+
+    from synthctx.logging_utils import progress_stream, setup_logging
+    from synthctx.provenance import provenance
+    from synthctx.schema import write_table
+    from synthctx.synth.backends import make_backend
+
+    setup_logging(log_path)
+    out = Path(out_path)
+    partial_dir = out.parent / ".partial"
+    params = GenerationParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    started = time.time()
+    engine = make_backend(backend, model_dir, seed=seed, dtype=dtype, vllm_settings=vllm_settings)
+    engine_seconds = time.time() - started
+    log.info("%s backend ready in %.1f s", backend, engine_seconds)
+    stream = progress_stream(log_path)
+    with tqdm(total=len(plan_pool(task, pool_size, seed)), desc=f"pool {task}", file=stream) as bar:
+        frame, stats = generate_pool(task, engine, params, pool_size, partial_dir, generator_model,
+                                     attempts=attempts, progress=bar.update)
+    stats.update(engine_seconds=round(engine_seconds, 1), total_seconds=round(time.time() - started, 1))
+    meta = provenance(seed=seed, generator_model=generator_model, task=task, pool_size=pool_size,
+                      sampling={"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens},
+                      attempts=attempts, stats=stats, **engine.info())
+    write_table(frame, out, "document_pool", meta)
+    shutil.rmtree(partial_dir, ignore_errors=True)
+    log.info("%s pool written to %s: %s", task, out, stats)
+    engine.close()
+    return stats

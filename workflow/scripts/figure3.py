@@ -1,0 +1,14 @@
+"""Figure 3: Spearman correlation of head similarity with the downstream score.
+
+Input:   results/analysis/{model}/similarity.parquet.
+Outputs: results/analysis/{model}/correlations.parquet (kind correlations),
+         results/figures/{model}/figure3.png.
+"""
+
+from synthctx.analysis.run import run_correlations
+from synthctx.logging_utils import setup_logging
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+setup_logging(sm.log[0])
+run_correlations(similarity_path=sm.input[0], synthetic=sm.params.synthetic, output=sm.output.table,
+                 figure=sm.output.figure)

@@ -1,0 +1,25 @@
+"""Retrieval (and, for SummHay, insight) scores of every attention head of one model.
+
+Inputs:  resources/models/{model}/ (prepared model), results/data/{model}/{task}/eval.parquet
+         (real eval examples), results/adapters/{model}/{task}/{condition}/ (LoRA adapter; none
+         for condition ``nonft``).
+Output:  results/heads/{model}/{task}/{condition}.parquet (kind head_scores).
+Feeds:   similarity / Figure 3, Table 2, the heatmaps, and the causal tests' head sets.
+"""
+
+from synthctx.heads.retrieval import run_task_heads
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+run_task_heads(
+    model_dir=sm.params.model_dir,
+    eval_path=sm.input.eval,
+    output=sm.output[0],
+    model_name=sm.wildcards.model,
+    task=sm.wildcards.task,
+    condition=sm.wildcards.condition,
+    model_settings=sm.params.settings,
+    heads=sm.params.heads,
+    adapter_dir=sm.params.adapter_dir or None,
+    seed=sm.params.seed,
+    log_path=sm.log[0],
+)

@@ -1,0 +1,12 @@
+"""Layer x head retrieval-score heatmaps of one task: every condition side by side.
+
+Inputs:  results/heads/{model}/{task}/{condition}.parquet for every condition.
+Output:  results/figures/{model}/heatmap_{task}.png.
+"""
+
+from synthctx.analysis.run import run_heatmap
+from synthctx.logging_utils import setup_logging
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+setup_logging(sm.log[0])
+run_heatmap(model=sm.wildcards.model, task=sm.wildcards.task, head_files=list(sm.input), output=sm.output[0])

@@ -1,0 +1,37 @@
+"""Knockout of one model's top-K retrieval heads vs random heads on the real eval examples.
+
+Inputs:  resources/models/{model}/config.json, results/data/{model}/{task}/eval.parquet,
+         results/heads/{model}/{task}/{condition}.parquet,
+         results/adapters/{model}/{task}/{condition}/adapter_model.safetensors (none for nonft).
+Output:  results/causal/{model}/{task}/{condition}/knockout.parquet (intervention_predictions).
+Feeds:   Figure 4 (rule figure4).
+"""
+
+from pathlib import Path
+
+from synthctx.causal.experiments import run_knockout
+from synthctx.logging_utils import setup_logging
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+setup_logging(sm.log[0])
+run_knockout(
+    model_dir=str(Path(sm.input.model).parent),
+    settings=dict(sm.params.settings),
+    adapter_dir=str(Path(sm.input.adapter).parent) if sm.input.adapter else None,
+    eval_path=sm.input.eval,
+    head_scores_path=sm.input.heads,
+    out_path=sm.output[0],
+    model_name=sm.wildcards.model,
+    task=sm.wildcards.task,
+    condition=sm.wildcards.condition,
+    top_k=sm.params.top_k,
+    random_exclude_top=sm.params.random_exclude_top,
+    random_draws=sm.params.random_draws,
+    operator=sm.params.operator,
+    examples=sm.params.examples,
+    max_new_tokens=sm.params.max_new_tokens,
+    seed=sm.params.seed,
+    head_kind=sm.params.head_kind,
+    log_path=sm.log[0],
+    threads=sm.threads,
+)

@@ -1,0 +1,36 @@
+"""Cross-model activation patching: Real (Full) model's heads into one synthetic-data model.
+
+Inputs:  resources/models/{model}/config.json, results/data/{model}/{task}/eval.parquet,
+         adapters results/adapters/{model}/{task}/{real_full,synthetic}/adapter_model.safetensors,
+         head scores results/heads/{model}/{task}/{real_full,synthetic}.parquet.
+Output:  results/causal/{model}/{task}/{synthetic}/patching.parquet (intervention_predictions).
+Feeds:   Table 3 (rule table3).
+"""
+
+from pathlib import Path
+
+from synthctx.causal.experiments import run_patching
+from synthctx.logging_utils import setup_logging
+
+sm = snakemake  # noqa: F821 - injected by Snakemake
+setup_logging(sm.log[0])
+run_patching(
+    model_dir=str(Path(sm.input.model).parent),
+    settings=dict(sm.params.settings),
+    donor_adapter=str(Path(sm.input.donor_adapter).parent),
+    recipient_adapter=str(Path(sm.input.recipient_adapter).parent),
+    eval_path=sm.input.eval,
+    donor_scores_path=sm.input.donor_heads,
+    recipient_scores_path=sm.input.recipient_heads,
+    out_path=sm.output[0],
+    model_name=sm.wildcards.model,
+    task=sm.wildcards.task,
+    recipient=sm.wildcards.synthetic,
+    top_k=sm.params.top_k,
+    examples=sm.params.examples,
+    max_new_tokens=sm.params.max_new_tokens,
+    seed=sm.params.seed,
+    head_kind=sm.params.head_kind,
+    log_path=sm.log[0],
+    threads=sm.threads,
+)

@@ -1,0 +1,28 @@
+"""Assemble one synthetic variant of one task for one target model.
+
+Input:  results/synth/{task}/pool.parquet (document_pool), resources/models/{model}/ (the
+        target model's tokenizer: examples are fitted to its context_tokens budget).
+Output: results/data/{model}/{task}/train/{synthetic}.parquet (examples, split train,
+        condition = variant) and results/data/{model}/{task}/stats/{synthetic}.parquet
+        (dataset_stats: counts, token lengths, needle depth, rejects per reason).
+Feeds:  fine-tuning of the synthetic conditions, hence Table 1, Figure 3, Tables 3/11.
+"""
+
+from pathlib import Path
+
+from synthctx.synth.variants import build_variant_files
+
+build_variant_files(
+    task=snakemake.wildcards.task,  # noqa: F821 - injected by Snakemake
+    variant=snakemake.wildcards.synthetic,  # noqa: F821
+    pool_path=snakemake.input.pool,  # noqa: F821
+    model_dir=str(Path(snakemake.input.model).parent),  # noqa: F821
+    examples_path=snakemake.output.examples,  # noqa: F821
+    stats_path=snakemake.output.stats,  # noqa: F821
+    model=snakemake.wildcards.model,  # noqa: F821
+    seed=snakemake.params.seed,  # noqa: F821
+    examples=snakemake.params.examples,  # noqa: F821
+    context_tokens=snakemake.params.context_tokens,  # noqa: F821
+    task_data=snakemake.params.task_data,  # noqa: F821
+    log_path=snakemake.log[0],  # noqa: F821
+)
