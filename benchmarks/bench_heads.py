@@ -67,13 +67,19 @@ def peak_gib(device, base_bytes):
 
 
 @torch.no_grad()
-def eager_decode(model, ids, new_tokens, eager_prefill: bool):
-    """Greedy decoding with eager attention + output_attentions; returns (steps, L, H) argmax."""
+def eager_decode(model, ids, new_tokens, eager_prefill: bool, forced=None, reference=None):
+    """Greedy decoding with eager attention + output_attentions.
+
+    ``forced``: feed these tokens instead of the argmax (teacher forcing, so that the queries
+    are those of another run). ``reference`` (steps, L, H): argmax positions of that run; the
+    return value then counts, over decode steps, how often they equal eager's argmax (exact) and
+    how often they hit one of eager's tied maxima (bf16 probabilities tie a lot on random weights).
+    """
     from transformers import DynamicCache
 
     cache = DynamicCache()
     kw = cache_keyword(model)
-    rows = []
+    exact = tied = total = 0
     step = torch.tensor([ids], device=model.device)
     try:
         for i in range(new_tokens):
@@ -81,13 +87,18 @@ def eager_decode(model, ids, new_tokens, eager_prefill: bool):
             model.set_attn_implementation("eager" if (eager_prefill or not first) else "sdpa")
             out = model(input_ids=step, use_cache=True, output_attentions=not first or eager_prefill,
                         logits_to_keep=1, **{kw: cache})
-            if out.attentions:
-                rows.append(torch.stack([a[0, :, -1, :].argmax(-1) for a in out.attentions]))
-            step = out.logits[:, -1:].argmax(-1)
+            if out.attentions and reference is not None and i < len(reference):
+                probs = torch.stack([a[0, :, -1, :] for a in out.attentions])  # (L, H, kv)
+                ref = reference[i].to(probs.device)
+                exact += int((probs.argmax(-1) == ref).sum())
+                tied += int((probs.gather(-1, ref[..., None])[..., 0] == probs.max(-1).values).sum())
+                total += ref.numel()
+                del probs
+            step = out.logits[:, -1:].argmax(-1) if forced is None else torch.tensor([[forced[i]]], device=model.device)
             del out
     finally:
         model.set_attn_implementation("sdpa")
-    return torch.stack(rows).cpu() if rows else None
+    return (exact, tied, total)
 
 
 def time_mode(fn, device, repeats):
@@ -124,22 +135,25 @@ def run_context(model, length, args, device, base_bytes):
             tn, result = time_mode(lambda: fn(n), device, args.repeats)
             row.update(prefill_s=t1, ms_per_token=1000 * (tn - t1) / (n - 1), peak_gib=peak_gib(device, base_bytes))
             if name == "capture":
-                argmax[name] = result.argmax
-            elif name == "eager-decode" and result is not None:
-                argmax[name] = result[: n - 1]
+                argmax[name] = result
         except torch.OutOfMemoryError as err:
             row.update(error=f"OOM ({str(err).splitlines()[0][:80]})", peak_gib=peak_gib(device, base_bytes))
         finally:
             reset_peak(device)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if "capture" in argmax and "eager-decode" in argmax:
-        # eager-decode rows start at step 1 (sdpa prefill has no attentions): compare steps 1..
-        cap, eag = argmax["capture"][1:], argmax["eager-decode"]
-        k = min(len(cap), len(eag))
-        agree = float((cap[:k] == eag[:k]).float().mean()) if k else float("nan")
-        rows.append({"context": length, "mode": "agreement(capture, eager-decode)", "fraction": agree})
-        print(json.dumps(rows[-1]), flush=True)
+    if "capture" in argmax:
+        # Same queries: eager decode steps teacher-forced with the capture run's tokens.
+        cap = argmax["capture"]
+        try:
+            exact, tied, total = eager_decode(model, ids, len(cap.tokens), eager_prefill=False, forced=cap.tokens,
+                                              reference=cap.argmax)
+            for label, count in (("exact", exact), ("tied", tied)):
+                rows.append({"context": length, "mode": f"argmax agreement capture vs eager ({label})",
+                             "fraction": count / total if total else float("nan")})
+                print(json.dumps(rows[-1]), flush=True)
+        except torch.OutOfMemoryError:
+            rows.append({"context": length, "mode": "argmax agreement", "fraction": float("nan")})
     return rows
 
 

@@ -6,6 +6,7 @@ GENERATOR = config["generation"]["generator_model"]
 # The pool job runs with the interpreter of the generation backend's environment. It is a
 # global referenced as {SYNTH_POOL_PYTHON} in the command, so the rule's code (the raw shell
 # text) and its params stay the same wherever that environment lives: no spurious reruns.
+# The job's stdout/stderr (vLLM's engine log, our log lines, tqdm) all go to the rule's log.
 SYNTH_POOL_PYTHON = job_python(config["generation"]["backend"])
 SYNTH_ON_VLLM = use_vllm(config["generation"]["backend"])
 
@@ -50,7 +51,7 @@ rule synth_pool:
         " --pool-size {params.settings[pool_size]} --temperature {params.settings[temperature]}"
         " --top-p {params.settings[top_p]} --max-new-tokens {params.settings[max_new_tokens]}"
         " --dtype {params.settings[dtype]} --vllm-settings {params.settings[vllm]:q}"
-        " --log {log:q} 2>> {log:q}"
+        " > {log:q} 2>&1"
 
 
 # Keys of config `data.<task>` the synthetic examples follow (document counts only).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import yaml
@@ -275,7 +276,7 @@ def test_validate_accepts_normalized_answer_text():
                       answers=["U.S."], target="U.S.", gold_doc_ids=["1"],
                       needles=[{"doc_id": "1", "start": 4, "end": 6, "kind": "answer"}])
     validate_example(ex)
-    ex["needles"][0]["start"] = 0
+    ex["needles"][0].update(start=7, end=11)  # "navy"
     with pytest.raises(ArtifactError, match="not one of the answers"):
         validate_example(ex)
 
@@ -313,7 +314,7 @@ def test_shared_samples_build(shared_builds, smollm_tokenizer, task):
     data = builds[task]
     assert len(data.eval) == settings["eval_examples"]
     assert 1 <= len(data.real_full) <= settings["max_train_examples"]
-    assert len(data.real_limited) == max(1, round(settings["limited_fraction"] * len(data.real_full)))
+    assert len(data.real_limited) == max(1, math.floor(settings["limited_fraction"] * len(data.real_full) + 0.5))
     assert not {e["example_id"] for e in data.eval} & {e["example_id"] for e in data.real_full}
     for ex in all_examples(data):
         validate_example(ex)
@@ -338,4 +339,4 @@ def test_shared_samples_build(shared_builds, smollm_tokenizer, task):
         for ex in all_examples(data):
             assert ex["target"] == citation_target(ex["gold_doc_ids"])
             for text, f1 in zip(needle_texts(ex, "insight"), ex["meta"]["insight_f1"]):
-                assert f1 > 0.2 and normalize_answer(text)
+                assert f1 > 0 and normalize_answer(text)

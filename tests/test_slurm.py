@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import MODEL_CACHE, REPO, SHARED_DATA
-from slurm.workflow import snakemake_cmd, stub_stages
+from slurm.workflow import link_model, snakemake_cmd, stub_stages
 
 STATE = Path(os.environ.get("SYNTHCTX_SLURM_STATE", "/var/spool/synthctx-slurm"))
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "profile.yaml"
@@ -202,15 +202,18 @@ def test_slurm_real_workflow(cluster, tmp_path):
     if "build_real_data" not in rules:
         pytest.skip("rule build_real_data not written yet")
     # A scratch study: config.yaml + the tiny config + absolute raw data path; the prepared
-    # embedded model is linked in so prepare_model (a local rule) has nothing to do.
+    # embedded model is hard-linked in (never symlinked: a job that removes its outputs
+    # would then delete the shared copy) so prepare_model (a local rule) has nothing to do.
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
     tiny = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
     tiny.setdefault("raw_data", {})["local_dir"] = str(SHARED_DATA)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     if not (MODEL_CACHE / "config.json").exists():
         pytest.skip(f"prepared model missing at {MODEL_CACHE}")
-    (tmp_path / "resources" / "models").mkdir(parents=True)
-    (tmp_path / "resources" / "models" / "smollm2-135m").symlink_to(MODEL_CACHE)
+    link_model(MODEL_CACHE, tmp_path / "resources" / "models" / "smollm2-135m")
+    # `shell:` rules that call workflow/scripts/*.py by a relative path need it in the
+    # working directory (read-only here).
+    (tmp_path / "workflow").symlink_to(REPO / "workflow", target_is_directory=True)
 
     model, task = "smollm2-135m", "mdqa"
     targets = [f"results/data/{model}/{task}/eval.parquet", f"results/data/{model}/{task}/train/real_full.parquet"]

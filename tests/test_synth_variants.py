@@ -21,13 +21,14 @@ SEED = 1234
 DOCS = {"mdqa": 5, "musique": 6, "summhay": 5}
 N = 6
 BUDGET = 1024
+ALWAYS_FAIL = {"mdqa-needle003", "musique-chain001-hop2", "summhay-topic0-costs-0"}
 
 
 @pytest.fixture(scope="module")
 def pools(tmp_path_factory):
     out = {}
     for task in DOCS:
-        frame, _ = generate_pool(task, FakeBackend(fail_every=7), GenerationParams(seed=SEED), 36,
+        frame, _ = generate_pool(task, FakeBackend(fail_every=7, fail_items=ALWAYS_FAIL), GenerationParams(seed=SEED), 36,
                                  tmp_path_factory.mktemp(f"partial-{task}"), "fake")
         out[task] = frame
     return out
@@ -96,11 +97,10 @@ def test_haystack_filler_vs_diverse(built):
     for task in DOCS:
         for variant in ("high_low", "low_low"):
             for ex in built[(task, variant)][0]:
-                if task == "summhay":  # filler documents may carry other insights of the topic
-                    bases = [d for d in non_gold(ex) if not any(k in d["text"] for k in ex["meta"]["distractor_keys"])]
-                else:
-                    bases = non_gold(ex)
-                assert bases and all(is_filler(d["text"]) for d in bases)
+                keys = ex["meta"].get("distractor_keys", [])  # SummHay: other insights of the topic
+                for d in non_gold(ex):
+                    assert all(s in FILLER_SENTENCES or any(k in s for k in keys) for s in sentences(d["text"]))
+                    assert any(s in FILLER_SENTENCES for s in sentences(d["text"]))
         for variant in ("high_high", "low_high"):
             for ex in built[(task, variant)][0]:
                 assert not any(is_filler(d["text"]) for d in ex["documents"])
@@ -197,10 +197,18 @@ def test_pool_same_seed_identical(tmp_path):
     pd.testing.assert_frame_equal(f1, f2)
 
 
-def test_rejects_counted_never_kept(pools, smollm_tokenizer):
+def test_rejects_counted_never_kept(pools, built, smollm_tokenizer):
     # The fake LLM fails every 7th request: some items fail twice and stay in the pool as rejects.
-    statuses = pd.concat(pools.values())["status"]
-    assert (statuses != "ok").any() and statuses.str.match(r"^(ok|reject:[a-z_]+)$").all()
+    pool = pd.concat(pools.values())
+    assert pool["status"].str.match(r"^(ok|reject:[a-z_]+)$").all()
+    assert set(pool.loc[pool["status"] != "ok", "pool_id"]) >= ALWAYS_FAIL
+    rejected = set(pool.loc[pool["status"] != "ok", "pool_id"])
+    for (task, variant), (examples, _) in built.items():
+        for ex in examples:
+            src = ex["meta"].get("needle_source") or []
+            assert not set([src] if isinstance(src, str) else src) & rejected
+            if task == "summhay" and variant.startswith("high"):
+                assert ex["meta"]["insight_id"] != "topic0-costs-0"
     # A budget too small for the gold documents: every candidate is rejected as over_budget.
     with pytest.raises(ArtifactError, match="over_budget"):
         build_variant("musique", "low_low", pools["musique"], smollm_tokenizer, SEED, 2, 200, 6, 2)

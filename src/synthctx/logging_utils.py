@@ -11,7 +11,10 @@ def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> log
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
+        # Truncate once, then append: progress bars opened by progress_stream() append to the
+        # same file, and two handles must not overwrite each other's lines.
+        open(log_path, "w").close()
+        handlers.append(logging.FileHandler(log_path, mode="a"))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
     logging.captureWarnings(True)
     return logging.getLogger("synthctx")

@@ -53,3 +53,20 @@ def dry_run_jobs(output: str) -> list[tuple[str, str]]:
         out = re.search(r"^\s+output: ([^,\n]+)", block, re.M)
         jobs.append((rule.group(1), out.group(1).strip() if out else ""))
     return jobs
+
+
+def link_model(src: Path, dest: Path) -> None:
+    """Hard-link (or copy, across file systems) a prepared model directory into a scratch study.
+
+    Never a directory symlink: Snakemake deletes a job's existing outputs before running it
+    and after it fails, and through a symlink that would hit the shared prepared model.
+    Rewrites replace files (new inodes), so the hard-linked originals stay intact."""
+    import os
+    import shutil
+
+    dest.mkdir(parents=True)
+    for f in src.iterdir():
+        try:
+            os.link(f, dest / f.name)
+        except OSError:
+            shutil.copy2(f, dest / f.name)

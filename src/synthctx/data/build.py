@@ -196,6 +196,19 @@ def write_real_data(data: RealData, *, eval_path: str, full_path: str, limited_p
     write_table(data.stats, stats_path, "dataset_stats", metadata)
 
 
+def _log_file_stream(log_path: str | None):
+    """The open stream of the logging FileHandler writing ``log_path``, if any."""
+    import os
+
+    if not log_path:
+        return None
+    target = os.path.abspath(log_path)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and os.path.abspath(handler.baseFilename) == target:
+            return handler.stream
+    return None
+
+
 def run_build_real_data(
     *,
     task: str,
@@ -216,7 +229,10 @@ def run_build_real_data(
     from synthctx.provenance import provenance
 
     tokenizer = load_tokenizer(model_dir)
-    stream = progress_stream(log_path)
+    # Share the log handler's file object: a second handle on the same file would have
+    # the handler (opened without O_APPEND) overwrite the progress lines.
+    shared = _log_file_stream(log_path)
+    stream = shared or progress_stream(log_path)
     try:
         data = build_real_data(
             task, raw_files, tokenizer,
@@ -225,7 +241,7 @@ def run_build_real_data(
             seed=int(params["seed"]), context_tokens=int(params["context_tokens"]), progress_file=stream,
         )
     finally:
-        if log_path:
+        if log_path and shared is None:
             stream.close()
     metadata = provenance(
         seed=int(params["seed"]), model=model, task=task, context_tokens=int(params["context_tokens"]),

@@ -38,7 +38,8 @@ class ArgmaxRecorder:
     def __init__(self, num_layers: int, num_heads: int, device) -> None:
         self.num_layers = num_layers
         self.num_heads = num_heads
-        self.current = torch.full((num_layers, num_heads), -1, dtype=torch.long, device=device)
+        # one (H,) tensor per layer for the current forward; stacked once per step (few launches)
+        self.rows: list[torch.Tensor | None] = [None] * num_layers
         # Absolute length of the sequence seen by the current forward (prompt + generated so far,
         # current token included): needed to map cache indices to positions when a sliding-window
         # cache keeps only the last keys.
@@ -61,16 +62,15 @@ def last_row_argmax(
 
     ``query`` (B, H, q, D); ``key`` (B, H_kv, kv, D) with the cache already concatenated;
     ``attention_mask`` a boolean (True = attend) or additive mask (B, 1|H, q, kv), a 2-D padding
-    mask (B, kv), or None (causal: the last row sees every key).
+    mask (B, kv), or None (causal: the last row sees every key). Few kernel launches on purpose:
+    this runs in every layer of every decoding step. The positive ``scaling`` does not move the
+    argmax, so it is applied only when an additive mask has to be added to scaled scores.
     """
     batch, num_heads, _, dim = query.shape
     num_kv = key.shape[1]
     kv_len = key.shape[2]
-    q_last = query[:, :, -1, :].float().reshape(batch, num_kv, num_heads // num_kv, dim)
-    scores = torch.matmul(q_last, key.float().transpose(-1, -2))  # (B, H_kv, G, kv)
-    if scaling is not None:
-        scores = scores * scaling
-    scores = scores.reshape(batch, num_heads, kv_len)
+    q_last = query[:, :, -1, :].reshape(batch, num_kv, num_heads // num_kv, dim).float()
+    scores = torch.matmul(q_last, key.float().transpose(-1, -2)).view(batch, num_heads, kv_len)  # (B, H, kv)
     if attention_mask is not None:
         if attention_mask.dim() == 4:
             row = attention_mask[:, :, -1, -kv_len:]  # (B, 1|H, kv)
@@ -79,13 +79,14 @@ def last_row_argmax(
         if row.dtype == torch.bool:
             scores = scores.masked_fill(~row, float("-inf"))
         else:
-            scores = scores + row.float()
+            scores = scores * (scaling if scaling is not None else 1.0) + row.float()
     offset = total_length - kv_len  # absolute position of cache index 0
-    if sliding_window is not None:
+    if sliding_window is not None and kv_len >= sliding_window:
         query_pos = total_length - 1
         positions = torch.arange(kv_len, device=scores.device) + offset
         scores = scores.masked_fill((positions <= query_pos - sliding_window)[None, None, :], float("-inf"))
-    return scores.argmax(dim=-1) + offset
+    best = scores.argmax(dim=-1)
+    return best + offset if offset else best
 
 
 def _make_attention_function(base: str):
@@ -97,8 +98,9 @@ def _make_attention_function(base: str):
         rec = _ACTIVE
         if rec is not None and rec.enabled:
             with torch.no_grad():
-                pos = last_row_argmax(query, key, attention_mask, scaling, rec.total_length, sliding_window)
-                rec.current[module.layer_idx] = pos[0]
+                rec.rows[module.layer_idx] = last_row_argmax(
+                    query, key, attention_mask, scaling, rec.total_length, sliding_window
+                )[0]
         if sliding_window is not None:
             kwargs["sliding_window"] = sliding_window
         return base_fn(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
@@ -249,7 +251,10 @@ def greedy_decode(
                     break
                 tokens.append(next_token)
                 if capture:
-                    rows.append(recorder.current.clone())
+                    if any(r is None for r in recorder.rows):
+                        raise RuntimeError("capture attention function was not called in every layer")
+                    rows.append(torch.stack(recorder.rows))
+                    recorder.rows = [None] * num_layers
                 step_input = torch.tensor([[next_token]], device=device)
                 length += 1
     finally:

@@ -48,6 +48,16 @@ def as_messages(prompt: Prompt) -> Messages:
     return [dict(m) for m in prompt]
 
 
+def per_request_params(params: GenerationParams | Sequence[GenerationParams], n: int) -> list[GenerationParams]:
+    """``params`` for each of ``n`` requests: one shared setting or one per request."""
+    if isinstance(params, GenerationParams):
+        return [params] * n
+    params = list(params)
+    if len(params) != n:
+        raise ValueError(f"{len(params)} sampling settings for {n} prompts")
+    return params
+
+
 def request_seeds(params: GenerationParams, request_ids: Sequence[str]) -> list[int]:
     return [derived_seed(params.seed, rid) for rid in request_ids]
 
@@ -100,8 +110,9 @@ def validate_json(text: str, schema: Mapping[str, Any]) -> tuple[dict[str, Any] 
 class Backend:
     name = "base"
 
-    def generate(self, prompts: Sequence[Prompt], params: GenerationParams,
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams | Sequence[GenerationParams],
                  request_ids: Sequence[str] | None = None) -> list[str]:
+        """Texts for ``prompts``; ``params`` is shared or one per prompt (vLLM batches mixed ones)."""
         raise NotImplementedError
 
     def info(self) -> dict[str, Any]:
@@ -144,7 +155,8 @@ class VLLMBackend(Backend):
         if not prompts:
             return []
         ids = list(request_ids) if request_ids is not None else [str(i) for i in range(len(prompts))]
-        sampling = [self.sampling_params(params, s) for s in request_seeds(params, ids)]
+        per_request = per_request_params(params, len(prompts))
+        sampling = [self.sampling_params(p, derived_seed(p.seed, rid)) for p, rid in zip(per_request, ids)]
         outputs = self.llm.chat([as_messages(p) for p in prompts], sampling, use_tqdm=False)
         self.last_output_tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
         return [o.outputs[0].text for o in outputs]
@@ -181,11 +193,25 @@ class HFBackend(Backend):
         return sorted(i for i in ids if i is not None)
 
     def generate(self, prompts, params, request_ids=None):
-        import torch
-
         if not prompts:
             return []
         ids = list(request_ids) if request_ids is not None else [str(i) for i in range(len(prompts))]
+        per_request = per_request_params(params, len(prompts))
+        out: list[str | None] = [None] * len(prompts)
+        tokens = 0
+        # One sampling configuration per generate() call: group requests that share one.
+        for group in dict.fromkeys(per_request):
+            idx = [i for i, p in enumerate(per_request) if p == group]
+            texts = self._generate_group([prompts[i] for i in idx], group, [ids[i] for i in idx])
+            tokens += self.last_output_tokens
+            for i, text in zip(idx, texts):
+                out[i] = text
+        self.last_output_tokens = tokens
+        return out
+
+    def _generate_group(self, prompts, params, ids):
+        import torch
+
         texts = [self.tokenizer.apply_chat_template(as_messages(p), tokenize=False, add_generation_prompt=True)
                  for p in prompts]
         seeds = request_seeds(params, ids)

@@ -6,7 +6,8 @@ import json
 import random
 import re
 
-from synthctx.synth.backends import Backend, as_messages, request_seeds
+from synthctx.provenance import derived_seed
+from synthctx.synth.backends import Backend, as_messages, per_request_params
 
 FILL = ["It is known for its quiet streets and old stone houses.", "Many visitors come in the summer.",
         "Its history goes back several centuries.", "Local records describe a long tradition of trade.",
@@ -14,22 +15,25 @@ FILL = ["It is known for its quiet streets and old stone houses.", "Many visitor
 
 
 class FakeBackend(Backend):
-    """Writes prose that states what the prompt asks for, except every ``fail_every``-th request."""
+    """Writes prose that states what the prompt asks for, except every ``fail_every``-th request
+    and every request for an item of ``fail_items`` (pool ids), which always fail validation."""
 
     name = "fake"
 
-    def __init__(self, fail_every: int = 0):
+    def __init__(self, fail_every: int = 0, fail_items=()):
         self.fail_every = fail_every
+        self.fail_items = set(fail_items)
         self.calls = 0
 
     def generate(self, prompts, params, request_ids=None):
         ids = list(request_ids) if request_ids is not None else [str(i) for i in range(len(prompts))]
         out = []
-        for prompt, seed in zip(prompts, request_seeds(params, ids)):
+        for prompt, rid, p in zip(prompts, ids, per_request_params(params, len(prompts))):
+            seed = derived_seed(p.seed, rid)
             self.calls += 1
             rng = random.Random(seed)
             content = as_messages(prompt)[-1]["content"]
-            fail = self.fail_every and self.calls % self.fail_every == 0
+            fail = (self.fail_every and self.calls % self.fail_every == 0) or rid.split("#")[0] in self.fail_items
             filler = " ".join(rng.sample(FILL, 4))
             if m := re.search(r'Keep the name "(.+?)" and the number (\d+)', content):
                 sentence = "A spokesperson noted something." if fail else \

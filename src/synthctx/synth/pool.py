@@ -246,24 +246,22 @@ def generate_pool(
         if not pending:
             break
         retry: list[dict[str, Any]] = []
-        # One generate call per kind (each kind has its own token budget / JSON schema).
-        for kind in sorted({it["kind"] for it in pending}):
-            group = [it for it in pending if it["kind"] == kind]
-            for start in range(0, len(group), batch_size):
-                batch = group[start:start + batch_size]
-                outs = backend.generate([it["prompt"] for it in batch], item_params(batch[0], params),
-                                        request_ids=[f"{it['pool_id']}#{attempt}" for it in batch])
-                output_tokens += getattr(backend, "last_output_tokens", 0)
-                finished = []
-                for it, raw in zip(batch, outs):
-                    text, extra, reason = validate_output(it, raw)
-                    if reason is None or attempt == attempts - 1:
-                        finished.append(_pool_row(it, text, extra, reason, attempt))
-                    else:
-                        retry.append(it)
-                shard.append(finished)
-                if progress:
-                    progress(len(finished))
+        # Kinds differ in token budget and JSON schema: per-request settings, one batch for all.
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start:start + batch_size]
+            outs = backend.generate([it["prompt"] for it in batch], [item_params(it, params) for it in batch],
+                                    request_ids=[f"{it['pool_id']}#{attempt}" for it in batch])
+            output_tokens += getattr(backend, "last_output_tokens", 0)
+            finished = []
+            for it, raw in zip(batch, outs):
+                text, extra, reason = validate_output(it, raw)
+                if reason is None or attempt == attempts - 1:
+                    finished.append(_pool_row(it, text, extra, reason, attempt))
+                else:
+                    retry.append(it)
+            shard.append(finished)
+            if progress:
+                progress(len(finished))
         pending = retry
     rows = [shard.done[it["pool_id"]] for it in items]
     frame = pd.DataFrame([{k: r[k] for k in ("pool_id", "task", "kind", "entity", "prompt", "text", "fields",

@@ -213,6 +213,13 @@ def load_trainable_state(model, state: Mapping[str, Any]) -> None:
             params[name].copy_(value)
 
 
+def target_window(labels) -> int:
+    """Positions (counted from the end) whose logits the loss needs: from one before the first label on."""
+    labelled = (labels != -100).any(dim=0).nonzero()
+    first = int(labelled[0]) if len(labelled) else labels.size(1) - 1
+    return labels.size(1) - max(first - 1, 0)
+
+
 def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
     warmup = int(math.ceil(total_steps * warmup_ratio))
 
@@ -352,9 +359,13 @@ def train_condition(
         loss_sum = 0.0
         for ids, labels, mask in batches:
             ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            # Targets sit at the end of each row: project only the positions that predict them
+            # (the LM head over a 50-150K vocabulary is a large share of the compute otherwise).
+            keep = target_window(labels)
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, :-1].float()
+            shifted = labels[:, labels.size(1) - keep + 1 :]
             token_loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+                logits.reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="sum"
             )
             # Token-level mean over the whole optimizer step, whatever the split into micro-batches.
             (token_loss / group_tokens).backward()
