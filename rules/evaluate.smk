@@ -52,7 +52,7 @@ rule evaluate_task:
         EVAL_PYTHON + " workflow/scripts/evaluate_task.py --eval {input.eval:q}"
         " --model-dir resources/models/{wildcards.model} {params.adapters}"
         " --settings {params.settings:q} --backend {params.backend} --out {output.predictions:q}"
-        " --log {log:q} 2>> {log:q}"
+        " > {log:q} 2>&1"
 
 
 rule table1:

@@ -35,7 +35,9 @@ rule synth_pool:
         "logs/synth_pool/{task}.log",
     conda:
         ("../envs/vllm.yaml" if on_gpu() else "../envs/vllm-cpu.yaml") if SYNTH_ON_VLLM else "../envs/torch.yaml"
-    threads: 2
+    # vLLM's CPU engine serves with one torch thread; HF generate would use more, but one
+    # thread per pool lets two pools share a 2-core machine.
+    threads: 1
     resources:
         mem_mb=8000,
         runtime="60m",

@@ -117,6 +117,34 @@ def eval_setup(tmp_path_factory, smollm_dir):
 SPEC = {"dtype": "float32", "attn_implementation": "sdpa", "rope_theta": None, "context_tokens": 1024}
 
 
+def test_greedy_decode_hf_batching_matches_single_prompts(smollm_tokenizer):
+    """Left padding must not change greedy answers (tiny random Llama, SmolLM2 tokenizer)."""
+    import torch
+
+    from conftest import tiny_llama
+    from synthctx.evaluate.generate import end_of_turn_ids, greedy_decode_hf, prompt_token_ids
+
+    model = tiny_llama(num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, vocab_size=len(smollm_tokenizer))
+    examples = eval_examples(3)
+    examples[1]["question"] += " Please answer briefly, in a few words."  # unequal lengths -> padding
+    prompts = prompt_token_ids(examples, smollm_tokenizer)
+    assert len({len(p) for p in prompts}) > 1
+    stop = end_of_turn_ids(smollm_tokenizer)
+    assert smollm_tokenizer.convert_tokens_to_ids("<|im_end|>") in stop
+    batched = greedy_decode_hf(model, smollm_tokenizer, prompts, 5, batch_size=3)
+    single = greedy_decode_hf(model, smollm_tokenizer, prompts, 5, batch_size=1)
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert all(g.generated_tokens <= 5 for g in batched)
+    # A stop token ends the answer and is not counted.
+    forced = stop[0]
+    model.lm_head.bias = torch.nn.Parameter(torch.zeros(len(smollm_tokenizer)))
+    with torch.no_grad():
+        model.lm_head.bias[forced] = 1e4
+    stopped = greedy_decode_hf(model, smollm_tokenizer, prompts[:1], 5)
+    assert stopped[0].generated_tokens == 0 and stopped[0].text == ""
+
+
+@pytest.mark.slow
 def test_hf_evaluation_on_embedded_model(eval_setup, smollm_dir):
     import torch
 

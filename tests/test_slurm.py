@@ -25,7 +25,7 @@ STATE = Path(os.environ.get("SYNTHCTX_SLURM_STATE", "/var/spool/synthctx-slurm")
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "profile.yaml"
 LOCAL_PROFILE = REPO / "profiles" / "slurm-local" / "profile.yaml"
 # Rules that need a GPU on a GPU study; every other rule is CPU work.
-GPU_RULES = {"synth_pool", "train_adapter", "evaluate_task", "heads", "knockout", "patching"}
+GPU_RULES = {"synth_pool", "train_adapter", "evaluate_task", "heads", "niah_heads", "knockout", "patching"}
 
 
 def eval_resource(value, attempt: int):
@@ -188,59 +188,59 @@ def _study_rules() -> set[str]:
     return set(out.stdout.split())
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
-@pytest.mark.shared_data
-def test_slurm_real_workflow(cluster, tmp_path):
-    """Real study rules through Slurm in a scratch working directory: the real-data rule for
-    one task (and the synthetic pool, a GPU rule, once it exists), then their outputs."""
-    import pandas as pd
-
+def scratch_study(tmp_path: Path) -> dict:
+    """A scratch study directory: config.yaml + tests/configs/tiny.yaml (with an absolute raw
+    data path) and the prepared embedded model, hard-linked in (never symlinked: Snakemake
+    deletes a job's outputs before it runs and after it fails, and through a symlink that
+    would hit the shared copy), so prepare_model (a local rule) has nothing to do."""
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data not present")
-    rules = _study_rules()
-    if "build_real_data" not in rules:
-        pytest.skip("rule build_real_data not written yet")
-    # A scratch study: config.yaml + the tiny config + absolute raw data path; the prepared
-    # embedded model is hard-linked in (never symlinked: a job that removes its outputs
-    # would then delete the shared copy) so prepare_model (a local rule) has nothing to do.
+    if not (MODEL_CACHE / "config.json").exists():
+        pytest.skip(f"prepared model missing at {MODEL_CACHE}")
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
     tiny = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
     tiny.setdefault("raw_data", {})["local_dir"] = str(SHARED_DATA)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
-    if not (MODEL_CACHE / "config.json").exists():
-        pytest.skip(f"prepared model missing at {MODEL_CACHE}")
     link_model(MODEL_CACHE, tmp_path / "resources" / "models" / "smollm2-135m")
     # `shell:` rules that call workflow/scripts/*.py by a relative path need it in the
     # working directory (read-only here).
     (tmp_path / "workflow").symlink_to(REPO / "workflow", target_is_directory=True)
+    return tiny
 
-    model, task = "smollm2-135m", "mdqa"
-    targets = [f"results/data/{model}/{task}/eval.parquet", f"results/data/{model}/{task}/train/real_full.parquet"]
-    extra = []
-    gpu_rule = None
-    if "synth_pool" in rules:
-        targets.append(f"results/synth/{task}/pool.parquet")
-        gpu_rule = "synth_pool"
-    else:
-        # No GPU rule of the study exists yet: schedule the data rule on the fake GPU instead.
-        extra = ["--set-resources", "build_real_data:gpu=1", "build_real_data:gpu_model=fake"]
-        gpu_rule = "build_real_data"
+
+def run_through_slurm(cluster, workdir: Path, targets: list[str], *extra: str, timeout: int = 500):
     proc = subprocess.run(
         snakemake_cmd(*targets, "-s", str(REPO / "Snakefile"), "--workflow-profile",
                       str(REPO / "profiles" / "slurm-local"), *cluster.status_args,
-                      "--configfile", str(tmp_path / "tiny.yaml"), *extra, timeout=500),
-        cwd=tmp_path, capture_output=True, text=True,
+                      "--configfile", str(workdir / "tiny.yaml"), *extra, timeout=timeout),
+        cwd=workdir, capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-
-    # Ran through Slurm: every non-local job has a Slurm log and a COMPLETED Slurm job.
-    jobs = slurm_job_ids(tmp_path)
-    assert "build_real_data" in jobs and gpu_rule in jobs, jobs
+    # Ran through Slurm: every job has a kept Slurm log and a COMPLETED Slurm job.
+    jobs = slurm_job_ids(workdir)
     acct = accounting(cluster, [j for ids in jobs.values() for j in ids])
-    assert all(row["state"] == "COMPLETED" for row in acct.values()), acct
-    assert "gres/gpu=1" in acct[jobs[gpu_rule][-1]]["tres"], acct
-    # Outputs are right: the configured eval size, a non-empty train set, one task, splits.
+    assert acct and all(row["state"] == "COMPLETED" for row in acct.values()), acct
+    return jobs, acct
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_slurm_real_data_rule(cluster, tmp_path):
+    """The study's real-data rule for one task through Slurm, scheduled on the fake GPU (a
+    `--set-resources` request, exactly as a GPU rule gets from the profile); then its outputs."""
+    import pandas as pd
+
+    if "build_real_data" not in _study_rules():
+        pytest.skip("rule build_real_data not written yet")
+    tiny = scratch_study(tmp_path)
+    model, task = "smollm2-135m", "mdqa"
+    targets = [f"results/data/{model}/{task}/eval.parquet", f"results/data/{model}/{task}/train/real_full.parquet"]
+    jobs, acct = run_through_slurm(cluster, tmp_path, targets, "--set-resources",
+                                   "build_real_data:gpu=1", "build_real_data:gpu_model=fake")
+    assert set(jobs) == {"build_real_data"}, jobs
+    assert "gres/gpu=1" in acct[jobs["build_real_data"][-1]]["tres"], acct
+    # Outputs are right: the configured eval size, a capped train set, one task, disjoint splits.
     eval_df = pd.read_parquet(tmp_path / targets[0])
     train_df = pd.read_parquet(tmp_path / targets[1])
     assert len(eval_df) == tiny["data"]["eval_examples"]
@@ -248,6 +248,24 @@ def test_slurm_real_workflow(cluster, tmp_path):
     assert set(eval_df["task"]) == {task} and set(eval_df["split"]) == {"eval"}
     assert set(train_df["split"]) == {"train"}
     assert not set(eval_df["example_id"]) & set(train_df["example_id"])
-    if "synth_pool" in rules:
-        pool = pd.read_parquet(tmp_path / targets[2])
-        assert 0 < len(pool) <= tiny["generation"]["pool_size"] * 2
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_slurm_gpu_rule(cluster, tmp_path):
+    """A GPU rule of the study (synth_pool) gets its GPU from profiles/slurm-local's
+    set-resources (`--gpus=fake:1`) and writes its pool. Slow on a busy 2-core machine."""
+    import pandas as pd
+
+    if "synth_pool" not in _study_rules():
+        pytest.skip("rule synth_pool not written yet")
+    tiny = scratch_study(tmp_path)
+    target = "results/synth/mdqa/pool.parquet"
+    jobs, acct = run_through_slurm(cluster, tmp_path, [target], timeout=590)
+    assert set(jobs) == {"synth_pool"}, jobs
+    assert "gres/gpu=1" in acct[jobs["synth_pool"][-1]]["tres"], acct
+    pool = pd.read_parquet(tmp_path / target)
+    # One row per planned document (rejects are kept with their status, never dropped).
+    assert len(pool) == tiny["generation"]["pool_size"]
+    assert set(pool["task"]) == {"mdqa"}

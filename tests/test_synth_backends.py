@@ -23,6 +23,8 @@ def test_json_validation():
     assert extract_json('Sure! ```json\n{"sentence": "a b"}\n```') == {"sentence": "a b"}
     assert validate_json('{"sentence": "Velmora said 12."}', INSIGHT_SCHEMA)[1] is None
     assert validate_json("no json here", INSIGHT_SCHEMA) == (None, "bad_json")
+    cut = validate_json('{"headline": "Flood", "body": "Water rose. Then it', NEWS_SCHEMA)[0]  # token limit
+    assert cut == {"headline": "Flood", "body": "Water rose. Then it"}
     assert validate_json('{"headline": "x"}', NEWS_SCHEMA) == (None, "json_missing_body")
     assert validate_json('{"headline": "x", "body": "  "}', NEWS_SCHEMA) == (None, "json_empty_body")
 
@@ -36,6 +38,9 @@ def test_validate_output_reasons():
     assert validate_output(item, "Velmora Quist was born somewhere." + long)[2] == "missing_object"
     assert validate_output(item, "Somebody was born in Dranholt." + long)[2] == "missing_subject"
     assert validate_output(item, "Velmora Quist, Dranholt.")[2] == "too_short"
+    copied = "The birthplace of Velmora Quist is Dranholt." + long
+    assert validate_output(item, copied)[2] == "copies_template"  # a Low needle in a High variant
+    assert validate_output(item, "Velmora Quist, Dranholt, exactly as written." + long)[2] == "prompt_echo"
     ins = {"pool_id": "y", "kind": "insight_prose",
            "fields": {"insight": {"key": "Brae Tol", "number": "42"}}}
     assert validate_output(ins, '{"sentence": "Brae Tol counted 42 boats."}')[2] is None

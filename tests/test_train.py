@@ -169,3 +169,17 @@ def test_killed_subprocess_resumes_to_same_adapter(tiny_model_dir, tmp_path):
     a, b = _adapter_tensors(tmp_path / "straight"), _adapter_tensors(tmp_path / "resumed")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+
+
+def test_full_finetuning_option_saves_loadable_weights(tiny_model_dir, tmp_path):
+    from synthctx.train.lora import adapter_method, load_finetuned
+
+    settings = replace(SETTINGS, method="full", epochs=1, max_examples=2, gradient_accumulation=2, checkpoint_every=0)
+    train_condition(examples=qa_examples(2), model_dir=tiny_model_dir, model_settings=SPEC, settings=settings, seed=0,
+                    out_dir=tmp_path / "full", checkpoint_dir=tmp_path / "ck", device="cpu")
+    assert adapter_method(tmp_path / "full") == "full"
+    tuned = load_finetuned(tiny_model_dir, str(tmp_path / "full"), SPEC, device="cpu")
+    base = load_finetuned(tiny_model_dir, None, SPEC, device="cpu")
+    q_tuned = tuned.model.layers[0].self_attn.q_proj.weight
+    q_base = base.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(q_tuned, q_base)

@@ -67,10 +67,12 @@ def heatmap_grid(matrices: Mapping[tuple[str, str], np.ndarray], conditions: Seq
     """Grid of layer x head score maps: one row per head kind, one column per condition."""
     plt = _pyplot()
     ncols, nrows = len(conditions), len(head_kinds)
-    vmax = max([float(m.max()) for m in matrices.values()] + [1e-9])
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.2 * ncols + 1, 3.2 * nrows), squeeze=False)
-    image = None
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols + 1.2, 3.4 * nrows), squeeze=False,
+                             constrained_layout=True)
     for r, kind in enumerate(head_kinds):
+        # one colour scale per head kind (insight and retrieval scores have different ranges)
+        vmax = max([float(m.max()) for (k, _), m in matrices.items() if k == kind] + [1e-9])
+        image = None
         for c, condition in enumerate(conditions):
             ax = axes[r][c]
             matrix = matrices.get((kind, condition))
@@ -80,12 +82,13 @@ def heatmap_grid(matrices: Mapping[tuple[str, str], np.ndarray], conditions: Seq
             image = ax.imshow(matrix, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=vmax,
                               interpolation="nearest")
             ax.set_title(f"{CONDITION_LABELS.get(condition, condition)}\n{kind}", fontsize=8)
-            ax.set_xlabel("head", fontsize=7)
+            if r == nrows - 1:
+                ax.set_xlabel("head", fontsize=7)
             if c == 0:
                 ax.set_ylabel("layer", fontsize=7)
             ax.tick_params(labelsize=6)
+        if image is not None:
+            fig.colorbar(image, ax=axes[r].tolist(), shrink=0.9, label=f"{kind} score")
     fig.suptitle(title)
-    if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="retrieval score")
     fig.savefig(path, dpi=110)
     plt.close(fig)

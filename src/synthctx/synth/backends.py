@@ -79,6 +79,15 @@ def extract_json(text: str) -> dict[str, Any] | None:
         pass
     match = re.search(r"\{.*\}", text, flags=re.DOTALL)
     if not match:
+        # Cut off at the token limit inside the last string value: close it (the cleaner then
+        # drops the unfinished sentence).
+        start = text.find("{")
+        for suffix in ('"}', '}', '."}'):
+            try:
+                value = json.loads(text[start:] + suffix) if start >= 0 else None
+            except json.JSONDecodeError:
+                continue
+            return value if isinstance(value, dict) else None
         return None
     try:
         value = json.loads(match.group(0))

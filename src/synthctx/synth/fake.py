@@ -41,9 +41,9 @@ class FakeBackend(Backend):
                 out.append(json.dumps({"sentence": sentence}))
             elif m := re.search(r"news report .*? about (.+?), a fictional event", content):
                 out.append(json.dumps({"headline": f"News on {m.group(1)}", "body": f"Reports on {m.group(1)}. {filler}"}))
-            elif m := re.search(r'about (.+?), a fictional .*?this fact: (.+?) is (.+?)\. Mention', content):
-                subject, obj = m.group(1), m.group(3)
-                fact = "Nothing more is known." if fail else f"Records show that {m.group(2)[0].lower()}{m.group(2)[1:]} is {obj}."
+            elif m := re.search(r"about (.+?), a fictional .*?own words that (.+?) is (the .+?)\. Use the names", content):
+                subject, obj = m.group(1), m.group(2)
+                fact = "Nothing more is known." if fail else f"Records show that {obj} is {m.group(3)}."
                 out.append(f"{subject} is a fictional figure. {filler} {fact} It remains a topic of study.")
             elif m := re.search(r"about (.+?), a fictional", content):
                 out.append(f"{m.group(1)} is a fictional place or figure. {filler}")

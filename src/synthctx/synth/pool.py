@@ -48,6 +48,8 @@ INSIGHT_SCHEMA = {
     "additionalProperties": False,
 }
 MIN_DOCUMENT_CHARS = 120
+# Instructions a small generator sometimes repeats verbatim instead of following them.
+PROMPT_ECHOES = ("exactly as written", "use the names", "in your own words", "plain prose", "encyclopedia article")
 INSIGHT_MAX_TOKENS = 72
 # Share of the pool spent on needle items (the rest is haystack prose), ours.
 NEEDLE_SHARE = 2 / 3
@@ -119,8 +121,9 @@ def plan_pool(task: str, pool_size: int, seed: int) -> list[dict[str, Any]]:
 def _needle_item(task: str, pool_id: str, fact: Fact, **extra: Any) -> dict[str, Any]:
     rel = relation_by_name(fact.relation)
     phrase = rel.phrase.format(s=fact.subject)
+    # The fact is worded unlike the templated sentence, so that copying it is detectable.
     prompt = template("needle_article").format(subject=fact.subject, kind=KIND_DESCRIPTIONS[fact.subject_kind],
-                                               relation_phrase=phrase[0].upper() + phrase[1:], object=fact.object)
+                                               relation_phrase=phrase, object=fact.object)
     return {"pool_id": pool_id, "kind": "needle_article", "entity": fact.subject, "prompt": prompt,
             "fields": {"fact": fact.to_dict(), **extra}}
 
@@ -158,6 +161,8 @@ def validate_output(item: Mapping[str, Any], raw: str) -> tuple[str, dict[str, A
     text = clean_text(raw)
     if len(text) < MIN_DOCUMENT_CHARS:
         return text, {}, "too_short"
+    if any(marker in text.lower() for marker in PROMPT_ECHOES):
+        return text, {}, "prompt_echo"
     if kind == "haystack_article":
         if fields["entity"] not in text:
             return text, {}, "missing_entity"
@@ -168,6 +173,9 @@ def validate_output(item: Mapping[str, Any], raw: str) -> tuple[str, dict[str, A
             return text, {}, "missing_subject"
         if fact["object"] not in text:
             return text, {}, "missing_object"
+        # High concept expression means prose: a copy of the templated statement is a Low needle.
+        if Fact.from_dict(fact).sentence().lower() in text.lower():
+            return text, {}, "copies_template"
         return text, {}, None
     raise ValueError(f"pool item {item['pool_id']}: unknown kind {kind!r}")
 
