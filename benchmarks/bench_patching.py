@@ -52,14 +52,22 @@ def lora(model, seed: int):
     torch.manual_seed(seed)
     cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, init_lora_weights=False,
                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    return get_peft_model(model, cfg).eval()
+    peft_model = get_peft_model(model, cfg).eval()
+    return peft_model.to(next(model.parameters()).dtype)
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def timed(fn, prompts) -> list[float]:
     times = []
     for ids in prompts:
+        _sync()
         start = time.perf_counter()
         fn(ids)
+        _sync()
         times.append(time.perf_counter() - start)
     return times
 
@@ -71,8 +79,15 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=1000)
     parser.add_argument("--new-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="timed passes over the examples per variant")
     parser.add_argument("--heads", type=int, default=10, help="heads patched / masked (random, seeded)")
     parser.add_argument("--merged", action="store_true", help="merge the LoRA adapters into copies first")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--random-init", action="store_true",
+                        help="random weights from the directory's config.json (timing only; no weights needed)")
+    parser.add_argument("--shape", default=None, choices=[None, "llama3-8b"],
+                        help="override the model shape (random init): Llama-3-8B (32 x 32 heads, 8 KV heads, d=128)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -83,7 +98,20 @@ def main() -> None:
     from synthctx.models.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(args.model_dir)
-    base = load_model(args.model_dir, dtype="float32", attn_implementation="sdpa")
+    if args.random_init or args.shape:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(args.model_dir)
+        if args.shape == "llama3-8b":
+            config.update(dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                               num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                               max_position_embeddings=max(8192, args.prompt_tokens + 64)))
+        torch.manual_seed(0)
+        with torch.device(args.device):  # initialise in place (an 8B model on the GPU, not the CPU)
+            base = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.dtype),
+                                                    attn_implementation="sdpa").eval()
+    else:
+        base = load_model(args.model_dir, dtype=args.dtype, attn_implementation="sdpa", device=args.device)
     donor = lora(copy.deepcopy(base), seed=1)
     recipient = lora(base, seed=2)
     if args.merged:
@@ -99,7 +127,7 @@ def main() -> None:
             return greedy_decode(recipient, ids, n_new, no_stop)
 
     def hf_generate(ids):
-        return recipient.generate(input_ids=torch.tensor([ids]), max_new_tokens=n_new, min_new_tokens=n_new,
+        return recipient.generate(input_ids=torch.tensor([ids], device=args.device), max_new_tokens=n_new, min_new_tokens=n_new,
                                   do_sample=False, pad_token_id=tokenizer.pad_token_id)
 
     variants = {
@@ -110,14 +138,21 @@ def main() -> None:
         "patching, all heads": lambda ids: patched_greedy_decode(donor, recipient, ids, geometry.all_heads(), n_new,
                                                                  no_stop),
     }
-    greedy_decode(recipient, prompts[0][:64], 2, no_stop)  # warm-up
-    results = {}
-    for name, fn in variants.items():
-        results[name] = statistics.median(timed(fn, prompts))
+    # Warm every variant up once (kernel selection, allocator, lazy inits), then time the rounds
+    # interleaved so that drifting machine load hits all variants alike.
+    for fn in variants.values():
+        fn(prompts[0])
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, fn in variants.items():
+            samples[name] += timed(fn, prompts)
+    results = {name: statistics.median(times) for name, times in samples.items()}
     base_time = results["unpatched (own greedy loop)"]
     report = {
         "model": Path(args.model_dir).name, "prompt_tokens": [len(p) for p in prompts], "new_tokens": n_new,
         "threads": args.threads, "merged_adapters": args.merged, "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", "dtype": args.dtype,
+        "shape": args.shape or "checkpoint", "random_init": bool(args.random_init or args.shape),
         "seconds_per_example": {k: round(v, 3) for k, v in results.items()},
         "ratio_to_unpatched": {k: round(v / base_time, 2) for k, v in results.items()},
     }

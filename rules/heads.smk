@@ -29,8 +29,12 @@ rule heads:
     params:
         model_dir=lambda wc: model_dir(wc.model),
         adapter_dir=lambda wc: "" if wc.condition == "nonft" else adapter_dir(wc.model, wc.task, wc.condition),
-        settings=lambda wc: model_settings_param(wc.model),
-        heads=lambda wc: {k: v for k, v in heads_settings().items() if k != "niah"},
+        settings=lambda wc: heads_model_settings(wc.model),
+        heads=lambda wc: {
+            k: v
+            for k, v in heads_settings().items()
+            if k in ("examples", "max_new_tokens", "success_only", "success_threshold", "token_match")
+        },
         seed=STUDY["seed"],
     script:
         "../workflow/scripts/heads.py"
@@ -53,7 +57,7 @@ rule niah_heads:
         gpu=gpu_resources(),
     params:
         model_dir=lambda wc: model_dir(wc.model),
-        settings=lambda wc: model_settings_param(wc.model),
+        settings=lambda wc: heads_model_settings(wc.model),
         heads=lambda wc: {
             k: v
             for k, v in heads_settings().items()
@@ -64,7 +68,7 @@ rule niah_heads:
         "../workflow/scripts/niah_heads.py"
 
 
-def model_settings_param(model):
+def heads_model_settings(model):
     """load_model keyword arguments of a model (dtype, attention, RoPE theta, context budget)."""
     spec = model_spec(model)
     return {

@@ -121,6 +121,7 @@ def test_last_row_argmax_masks_and_ties():
     assert last_row_argmax(query, key, None, 1.0, total_length=9, sliding_window=3).tolist() == [[6, 6]]
 
 
+@pytest.mark.slow
 def test_capture_on_embedded_model(smollm_dir, smollm_tokenizer):
     from synthctx.models.loading import load_model
 
@@ -209,3 +210,32 @@ def test_detect_heads_success_only_and_all():
     singles = [detect_heads(model, Tok(), [p], max_new_tokens=5, success_only=False).scores["retrieval"] for p in prepared]
     np.testing.assert_allclose(only.scores["retrieval"], (singles[0] + singles[2]) / 2)
     np.testing.assert_allclose(every.scores["retrieval"], sum(singles) / 3)
+
+
+def test_prepare_summhay_example_spans(smollm_tokenizer):
+    from synthctx.data.examples import make_example, validate_example
+    from synthctx.data.prompts import citation_span_in_header, citation_target
+    from synthctx.heads.retrieval import HEAD_KINDS, prepare_example
+
+    insight = "Prices rose sharply in spring."
+    docs = [
+        {"doc_id": "1", "title": "", "text": "Weather was calm. " + insight},
+        {"doc_id": "2", "title": "", "text": "Nothing happened here."},
+        {"doc_id": "3", "title": "", "text": insight + " Then it rained."},
+    ]
+    start1 = docs[0]["text"].index(insight)
+    needles = [
+        {"doc_id": "1", "start": start1, "end": start1 + len(insight), "kind": "insight"},
+        {"doc_id": "3", "start": 0, "end": len(insight), "kind": "insight"},
+        {"doc_id": "1", "start": citation_span_in_header(1)[0], "end": citation_span_in_header(1)[1], "kind": "citation"},
+        {"doc_id": "3", "start": citation_span_in_header(3)[0], "end": citation_span_in_header(3)[1], "kind": "citation"},
+    ]
+    ex = make_example(example_id="s1", task="summhay", condition="real", split="eval", documents=docs,
+                      question=insight, answers=[citation_target(["1", "3"])], target=citation_target(["1", "3"]),
+                      gold_doc_ids=["1"], needles=needles, meta={"query": "prices"})
+    validate_example(ex)
+    prepared = prepare_example(ex, smollm_tokenizer, HEAD_KINDS["summhay"])
+    decode = lambda span: smollm_tokenizer.decode(prepared.prompt_ids[span[0]:span[1]])  # noqa: E731
+    assert [decode(s).strip() for s in prepared.spans["retrieval"]] == ["1", "3"]
+    # insight spans only in gold documents (here only doc 1 is marked gold)
+    assert len(prepared.spans["insight"]) == 1 and decode(prepared.spans["insight"][0]).strip() == insight

@@ -129,7 +129,7 @@ def test_downstream_of_changed_data_is_scheduled(built):
     """Everything that reads the MDQA data is (re)planned when a data key changes; the
     changed job is the only one whose reason is the params change."""
     workdir, tiny = built
-    adapter = f"results/adapters/{MODEL}/{TASK}/real_limited/adapter_model.safetensors"
+    adapter = f"results/adapters/{MODEL}/{TASK}/real_full/adapter_model.safetensors"
     out = dry_run(workdir, edited(tiny, "data", "limited_fraction", value=0.5), adapter)
     rules = [rule for rule, _ in dry_run_jobs(out)]
     assert rules.count("build_real_data") == 1 and rules.count("train_adapter") == 1, rules

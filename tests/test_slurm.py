@@ -181,6 +181,8 @@ def test_slurm_canary(cluster, tmp_path):
     assert all(row["state"] == "COMPLETED" for row in acct.values()), acct
     assert "gres/gpu=1" in acct[jobs["train_adapter"][0]]["tres"], acct
     assert "gres/gpu" not in acct[jobs["cpu_step"][0]]["tres"], acct
+    if cluster.has_sacct:  # the plugin's --comment names the rule (AccountingStoreFlags=job_comment)
+        assert acct[jobs["train_adapter"][0]]["comment"] == "rule_train_adapter", acct
 
 
 def _study_rules() -> set[str]:

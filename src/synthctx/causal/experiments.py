@@ -11,6 +11,9 @@ Interventions and their ``intervention`` labels:
   ``random_exclude_top``);
 * patching: ``none`` (the unpatched recipient), ``patch_intersection``, ``patch_complement``,
   ``patch_random``.
+
+The ``mean`` knockout operator takes its per-head means over every prompt position of the same
+examples (unmasked prefill), the only real-task prompts a knockout job reads.
 """
 
 from __future__ import annotations

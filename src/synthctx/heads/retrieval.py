@@ -21,7 +21,8 @@ that produced w_t. Then
 * final head score = mean of the example scores over the examples that count: those whose
   prediction scores >= ``success_threshold`` on the task metric when ``success_only`` (Wu et
   al. count only successful retrievals), all decoded examples otherwise. No example counting
-  gives scores of 0 with ``n_examples = 0`` (and a warning).
+  gives scores of 0 with ``n_examples = 0`` (and a warning). An example with no needle span of
+  a head kind (e.g. the answer never occurs verbatim in the context) does not count for it.
 
 Needle kinds per task: ``answer`` for mdqa/musique, ``citation`` (the cited document number in
 each gold document's header) for SummHay retrieval heads, ``insight`` for SummHay insight heads.
@@ -223,7 +224,8 @@ def detect_heads(
                 score = retrieval_example_score(item.prompt_ids, spans, result.tokens, argmax, keys)
             if score.size == 0:
                 score = np.zeros(shape)
-            acc[kind].add(score, counts)
+            # an example without a needle of this kind cannot credit any head: it does not count
+            acc[kind].add(score, counts and bool(spans))
             record[f"{kind}_max"] = float(score.max()) if score.size else 0.0
         per_example.append(record)
         log.info("example %s: %r metric=%.3f counts=%s", item.example_id, prediction[:80], metric, counts)

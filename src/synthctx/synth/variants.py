@@ -34,7 +34,7 @@ from synthctx.data.examples import make_example, validate_example
 from synthctx.data.prompts import citation_span_in_header, citation_target, prompt_length
 from synthctx.provenance import derived_seed
 from synthctx.schema import ArtifactError
-from synthctx.synth.entities import EntityGenerator, Fact, chain_question
+from synthctx.synth.entities import ORG_SUFFIXES, EntityGenerator, Fact, chain_question
 from synthctx.synth.topics import Insight
 
 log = logging.getLogger("synthctx.synth")
@@ -133,6 +133,19 @@ def fact_passage(article: str, fact: Fact) -> str:
     return " ".join(sents[best[1]: best[2] + 1])
 
 
+def rename_entity(text: str, old: str, new: str) -> str:
+    """Replace a fictional name in prose: the full name, then its distinctive words alone
+    (a generated article often says "Quist" for "Velmora Quist")."""
+    text = text.replace(old, new)
+    old_words, new_words = old.split(), new.split()
+    if len(old_words) > 1:
+        generic = {w for suffix in ORG_SUFFIXES for w in suffix.split()}
+        for o, n in zip(old_words, new_words + [new_words[-1]] * len(old_words)):
+            if o not in generic:
+                text = re.sub(rf"\b{re.escape(o)}\b", n, text)
+    return text
+
+
 def random_symbol(rng: random.Random, length: int, used: set[str]) -> str:
     while True:
         sym = "".join(rng.choice(SYMBOL_ALPHABET) for _ in range(length))
@@ -154,6 +167,7 @@ class PoolView:
     prose: dict[str, str]  # summhay: insight id -> ok paraphrase
     entity_names: set[str]
     doc_lengths: list[int]
+    needle_chains_all: list[list[dict[str, Any]]] = field(default_factory=list)  # musique: valid articles per chain
 
     @classmethod
     def from_frame(cls, pool: pd.DataFrame) -> "PoolView":
@@ -190,9 +204,11 @@ class PoolView:
             elif row["kind"] == "insight_prose":
                 prose[fields["insight"]["insight_id"]] = row["text"]
         full_chains = [[c[h] for h in (1, 2, 3)] for _, c in sorted(chains.items()) if len(c) == 3]
+        chain_articles = [[c[h] for h in sorted(c)] for _, c in sorted(chains.items())]
         lengths = [len(a["text"]) for a in articles] + [len(d["text"]) for docs in news.values() for d in docs]
         return cls(articles, needles, full_chains, news,
-                   {t: [v[k] for k in sorted(v)] for t, v in sorted(insights.items())}, prose, names, lengths)
+                   {t: [v[k] for k in sorted(v)] for t, v in sorted(insights.items())}, prose, names, lengths,
+                   chain_articles)
 
 
 # ---------------------------------------------------------------- per-task builders
@@ -312,10 +328,7 @@ class MuSiQueBuilder(Builder):
         if s.variant == "symbolic":
             return self.build_symbolic(rng)
         if self.concept == "high":
-            if not self.pool.chains:
-                raise ArtifactError(f"{s.task}/{s.variant}: the pool has no complete chain of needle articles")
-            articles = self.cycle(self.pool.chains, index)
-            facts = [a["fact_obj"] for a in articles]
+            articles, facts = self.linked_articles(index, rng)
         else:
             facts = self.entities.chain(3)
             articles = [None, None, None]
@@ -335,6 +348,39 @@ class MuSiQueBuilder(Builder):
                      meta={"facts": [f.to_dict() for f in facts],
                            "needle_source": [a["pool_id"] for a in articles] if articles[0] else None},
                      droppable=[i for i in range(len(docs)) if i not in positions], forbidden=forbidden)
+
+    def linked_articles(self, index: int, rng: random.Random):
+        """Three needle articles linked into a chain e1 -> e2 -> e3 -> e4.
+
+        A generated chain is used whole where all three of its articles passed validation;
+        otherwise (a small generator loses many) valid articles of any chain are linked by
+        renaming: the subject of hop k+1 becomes the object of hop k, in the fact and in
+        the article's text, so every hop is still stated verbatim in prose.
+        """
+        complete = self.pool.chains
+        if complete and index % 2 == 0:
+            articles = self.cycle(complete, index // 2)
+            return articles, [a["fact_obj"] for a in articles]
+        singles = [a for chain in self.pool.needle_chains_all for a in chain]
+        if not singles:
+            raise ArtifactError(f"{self.s.task}/{self.s.variant}: the pool has no valid needle article")
+        first = rng.choice(singles)
+        articles, facts = [dict(first)], [first["fact_obj"]]
+        for _ in range(2):
+            prev = facts[-1]
+            options = [a for a in singles if a["fact_obj"].subject_kind == prev.object_kind
+                       and a["pool_id"] not in {x["pool_id"] for x in articles}]
+            if not options:
+                raise Reject("no_linkable_article")
+            nxt = rng.choice(options)
+            fact = nxt["fact_obj"]
+            linked = Fact(prev.object, fact.subject_kind, fact.relation, fact.object, fact.object_kind)
+            if linked.object in {f.subject for f in facts} | {prev.object}:
+                raise Reject("no_linkable_article")
+            articles.append({**nxt, "text": rename_entity(nxt["text"], fact.subject, prev.object),
+                             "title": prev.object, "fact_obj": linked})
+            facts.append(linked)
+        return articles, facts
 
     def build_symbolic(self, rng):
         used: set[str] = set()
