@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,13 +38,16 @@ def worker(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     texts = backend.generate([it["prompt"] for it in items], params, [it["pool_id"] for it in items])
     gen_s = time.perf_counter() - started
-    print(json.dumps({"backend": args.worker, "prompts": len(texts), "output_tokens": backend.last_output_tokens,
-                      "load_s": load_s, "generate_s": gen_s, "info": backend.info()}))
+    # vLLM logs to stdout too: the result goes to a file.
+    Path(args.result).write_text(json.dumps({"backend": args.worker, "prompts": len(texts),
+                                             "output_tokens": backend.last_output_tokens, "load_s": load_s,
+                                             "generate_s": gen_s, "info": backend.info()}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=["hf", "vllm"], help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", default=str(REPO / "resources" / "models" / "smollm2-135m"))
     parser.add_argument("--task", default="mdqa")
     parser.add_argument("--prompts", type=int, default=16)
@@ -63,11 +67,13 @@ def main() -> None:
         cmd = [str(python), __file__, "--worker", name, "--model-dir", args.model_dir, "--task", args.task,
                "--prompts", str(args.prompts), "--max-new-tokens", str(args.max_new_tokens),
                "--hf-batch-size", str(args.hf_batch_size), "--seed", str(args.seed)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-        if proc.returncode != 0:
-            print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-            continue
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        with tempfile.TemporaryDirectory() as tmp:
+            result = Path(tmp) / "result.json"
+            proc = subprocess.run(cmd + ["--result", str(result)], capture_output=True, text=True, cwd=REPO)
+            if proc.returncode != 0:
+                print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+                continue
+            results[name] = json.loads(result.read_text())
     if not results:
         sys.exit(1)
     base = results.get("hf")

@@ -4,8 +4,13 @@
 
 
 def heads_settings():
-    """The heads: config slice a detection job depends on (token_match defaults to exact)."""
-    return {"token_match": "exact", **config["heads"]}
+    """The heads: config slice a detection job depends on.
+
+    Defaults for keys config.yaml may lack: token_match (exact | stripped, see
+    synthctx.heads.retrieval) and success_metric (score = the Table 1 metric, or a metric name
+    of synthctx.evaluate.metrics.score_prediction such as best_subspan_em).
+    """
+    return {"token_match": "exact", "success_metric": "score", **config["heads"]}
 
 
 rule heads:
@@ -33,7 +38,7 @@ rule heads:
         heads=lambda wc: {
             k: v
             for k, v in heads_settings().items()
-            if k in ("examples", "max_new_tokens", "success_only", "success_threshold", "token_match")
+            if k in ("examples", "max_new_tokens", "success_only", "success_threshold", "token_match", "success_metric")
         },
         seed=STUDY["seed"],
     script:

@@ -239,3 +239,16 @@ def test_prepare_summhay_example_spans(smollm_tokenizer):
     assert [decode(s).strip() for s in prepared.spans["retrieval"]] == ["1", "3"]
     # insight spans only in gold documents (here only doc 1 is marked gold)
     assert len(prepared.spans["insight"]) == 1 and decode(prepared.spans["insight"][0]).strip() == insight
+
+
+def test_success_metric_choice():
+    from synthctx.heads.retrieval import default_scorer, success_metric_of
+
+    example = {"example_id": "x", "answers": ["Paris"], "target": "Paris"}
+    prediction = "The capital of France is Paris, a large city."
+    assert default_scorer("mdqa")(prediction, example) < 0.5  # token F1
+    assert default_scorer("mdqa", "best_subspan_em")(prediction, example) == 1.0
+    with pytest.raises(ValueError):
+        default_scorer("mdqa", "nope")(prediction, example)
+    assert success_metric_of({"success_metric": {"mdqa": "best_subspan_em"}}, "musique") == "score"
+    assert success_metric_of({"success_metric": "em"}, "musique") == "em"

@@ -151,12 +151,17 @@ def accounting(cluster, job_ids: list[str]) -> dict[str, dict[str, str]]:
             rows[jid] = {"state": state, "partition": partition, "tres": tres, "comment": comment}
     else:
         for jid in job_ids:
-            out = _run(["scontrol", "show", "job", jid]).stdout
+            out = _run(["scontrol", "-d", "show", "job", jid]).stdout
             state = re.search(r"JobState=(\S+)", out)
             tres = re.search(r"\bTRES=(\S+)", out)
             part = re.search(r"Partition=(\S+)", out)
-            rows[jid] = {"state": state.group(1) if state else "?", "tres": tres.group(1) if tres else "",
-                         "partition": part.group(1) if part else "", "comment": ""}
+            row = {"state": state.group(1) if state else "?", "tres": tres.group(1) if tres else "",
+                   "partition": part.group(1) if part else "", "comment": ""}
+            # Without accounting, TRES omits GRES; the allocated GPUs are in JOB_GRES.
+            gres = re.search(r"JOB_GRES=gpu(?::[^:\s]+)?:(\d+)", out)
+            if gres:
+                row["tres"] += f",gres/gpu={gres.group(1)}"
+            rows[jid] = row
     return rows
 
 

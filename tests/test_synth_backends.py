@@ -189,9 +189,11 @@ def main():
     prose = backend.generate(["Describe a small town in one sentence.", "Name a fruit."], params, ["a", "b"])
     again = backend.generate(["Name a fruit."], params, ["b"])
     structured = backend.generate(['Answer in JSON with the field "sentence": say hello.'],
-                                  params.with_schema(INSIGHT_SCHEMA).__class__(0.8, 0.95, 48, 3, INSIGHT_SCHEMA), ["c"])
-    print(json.dumps({"prose": prose, "again": again, "structured": structured,
-                      "parsed": validate_json(structured[0], INSIGHT_SCHEMA)[0], "info": backend.info()}))
+                                  GenerationParams(0.8, 0.95, 48, 3, INSIGHT_SCHEMA), ["c"])
+    # vLLM logs to stdout too: the result goes to a file.
+    with open(sys.argv[2], "w") as fh:
+        json.dump({"prose": prose, "again": again, "structured": structured,
+                   "parsed": validate_json(structured[0], INSIGHT_SCHEMA)[0], "info": backend.info()}, fh)
 
 if __name__ == "__main__":
     main()
@@ -205,10 +207,11 @@ def test_vllm_backend_real(smollm_dir, tmp_path):
         pytest.skip(".venv-vllm not present")
     script = tmp_path / "run_vllm.py"
     script.write_text(VLLM_SCRIPT)
-    proc = subprocess.run([str(VLLM_PYTHON), str(script), str(smollm_dir)], capture_output=True, text=True,
-                          timeout=900, cwd=tmp_path)
+    result_file = tmp_path / "result.json"
+    proc = subprocess.run([str(VLLM_PYTHON), str(script), str(smollm_dir), str(result_file)], capture_output=True,
+                          text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(result_file.read_text())
     assert len(result["prose"]) == 2 and all(t.strip() for t in result["prose"])
     # Per-request seed: the same item gives the same text alone or in a batch.
     assert result["again"][0] == result["prose"][1]

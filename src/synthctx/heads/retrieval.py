@@ -20,7 +20,10 @@ that produced w_t. Then
   than on where the head looks; the per-step fraction also does not grow with answer length.
 * final head score = mean of the example scores over the examples that count: those whose
   prediction scores >= ``success_threshold`` on the task metric when ``success_only`` (Wu et
-  al. count only successful retrievals), all decoded examples otherwise. No example counting
+  al. count only successful retrievals), all decoded examples otherwise. ``success_metric``
+  picks the measure: ``score`` (the Table 1 metric, default) or a named metric of
+  ``score_prediction`` (e.g. ``best_subspan_em`` for MDQA: the answer appears in the prediction,
+  closer to Wu et al.'s ROUGE-1 recall test for verbose base models). No example counting
   gives scores of 0 with ``n_examples = 0`` (and a warning). An example with no needle span of
   a head kind (e.g. the answer never occurs verbatim in the context) does not count for it.
 
@@ -169,13 +172,27 @@ def prepare_example(example: Mapping[str, Any], tokenizer, head_kinds: Mapping[s
     return PreparedExample(str(example["example_id"]), ids, spans, example)
 
 
-def default_scorer(task: str) -> Callable[[str, Mapping[str, Any]], float]:
+def default_scorer(task: str, metric: str = "score") -> Callable[[str, Mapping[str, Any]], float]:
+    """Success measure of a prediction: the Table 1 score (``"score"``) or one named metric of
+    ``score_prediction`` (e.g. ``best_subspan_em`` for MDQA, closer to Wu et al.'s recall test)."""
+
     def score(prediction: str, example: Mapping[str, Any]) -> float:
         from synthctx.evaluate.metrics import score_prediction  # written by the evaluate stage
 
-        return float(score_prediction(task, prediction, example)[0])
+        value, metrics = score_prediction(task, prediction, example)
+        if metric == "score":
+            return float(value)
+        if metric not in metrics:
+            raise ValueError(f"heads.success_metric {metric!r} is not a {task} metric (have {sorted(metrics)})")
+        return float(metrics[metric])
 
     return score
+
+
+def success_metric_of(heads: Mapping[str, Any], task: str) -> str:
+    """``heads.success_metric``: one name for every task, or a mapping task -> name."""
+    value = heads.get("success_metric", "score")
+    return str(value.get(task, "score")) if isinstance(value, Mapping) else str(value)
 
 
 @dataclass
@@ -294,7 +311,7 @@ def run_task_heads(
         success_only=bool(heads["success_only"]),
         success_threshold=float(heads["success_threshold"]),
         token_match=str(heads.get("token_match", "exact")),
-        scorer=default_scorer(task),
+        scorer=default_scorer(task, success_metric_of(heads, task)),
         progress=progress_stream(log_path),
     )
     frame = head_scores_frame(model_name, task, condition, result)
