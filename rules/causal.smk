@@ -3,8 +3,10 @@
 # patching: the Real (Full) model's heads patched into each synthetic-data model (Table 3).
 
 CAUSAL = config["causal"]
-# Knockout covers the real-data reference model and every synthetic-data model of a task.
-KNOCKOUT_CONDITIONS = ["real_full"] + SYNTHETIC
+# Models whose own heads are knocked out (default: the real-data model and every synthetic one),
+# and synthetic models that receive the real-data model's heads by patching (default: all).
+KNOCKOUT_CONDITIONS = CAUSAL.get("knockout_conditions", ["real_full"] + SYNTHETIC)
+PATCH_CONDITIONS = CAUSAL.get("patch_conditions", SYNTHETIC)
 # Head kind that ranks heads (SummHay files also hold insight heads).
 CAUSAL_HEAD_KIND = "retrieval"
 
@@ -145,7 +147,7 @@ rule table3:
             "results/causal/{model}/{task}/{synthetic}/patching.parquet",
             model=wc.model,
             task=TASKS,
-            synthetic=SYNTHETIC,
+            synthetic=PATCH_CONDITIONS,
         ),
     output:
         markdown=report(
