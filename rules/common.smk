@@ -104,3 +104,7 @@ def use_vllm(backend):
 def job_python(backend):
     """Interpreter of a job: the vLLM environment's for vLLM jobs, this one's otherwise."""
     return vllm_python() if use_vllm(backend) else sys.executable
+
+
+# Scripts of shell: rules, by absolute path so that --directory and other working folders work.
+SCRIPTS_DIR = str(Path(workflow.basedir) / "workflow" / "scripts")

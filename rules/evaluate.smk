@@ -36,7 +36,7 @@ rule evaluate_task:
     log:
         "logs/evaluate_task/{model}/{task}.log",
     benchmark:
-        "benchmarks/evaluate_task/{model}/{task}.tsv"
+        "logs/evaluate_task/{model}/{task}.benchmark.tsv"
     conda:
         "../envs/vllm.yaml" if EVAL_BACKEND == "vllm" else "../envs/torch.yaml"
     threads: 2
@@ -49,7 +49,7 @@ rule evaluate_task:
         adapters=adapter_args,
         backend=EVAL_BACKEND,
     shell:
-        EVAL_PYTHON + " workflow/scripts/evaluate_task.py --eval {input.eval:q}"
+        EVAL_PYTHON + " " + SCRIPTS_DIR + "/evaluate_task.py --eval {input.eval:q}"
         " --model-dir resources/models/{wildcards.model} {params.adapters}"
         " --settings {params.settings:q} --backend {params.backend} --out {output.predictions:q}"
         " > {log:q} 2>&1"

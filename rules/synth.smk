@@ -47,7 +47,7 @@ rule synth_pool:
         generator=GENERATOR,
         model_dir=model_dir(GENERATOR),
     shell:
-        "{SYNTH_POOL_PYTHON} workflow/scripts/synth_pool.py --task {wildcards.task}"
+        "{SYNTH_POOL_PYTHON} {SCRIPTS_DIR}/synth_pool.py --task {wildcards.task}"
         " --output {output.pool:q} --model-dir {params.model_dir:q} --generator-model {params.generator}"
         " --backend {params.settings[backend]} --seed {params.settings[seed]}"
         " --pool-size {params.settings[pool_size]} --temperature {params.settings[temperature]}"

@@ -26,7 +26,7 @@ rule train_adapter:
     log:
         "logs/train_adapter/{model}/{task}/{condition}.log",
     benchmark:
-        "benchmarks/train_adapter/{model}/{task}/{condition}.tsv"
+        "logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv"
     wildcard_constraints:
         condition="|".join(TRAINED),
     conda:

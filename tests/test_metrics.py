@@ -92,3 +92,14 @@ def test_unknown_task_and_missing_answers_raise():
         score_prediction("nope", "x", ex(answers=["a"]))
     with pytest.raises(ValueError):
         score_prediction("mdqa", "x", {"example_id": "e", "answers": [], "target": ""})
+
+
+def test_answer_recall_is_rouge1_recall_of_the_best_answer():
+    from synthctx.evaluate.metrics import score_prediction, token_recall
+
+    assert token_recall("The capital is New York City.", "new york") == 1.0
+    assert token_recall("York", "New York") == 0.5
+    assert token_recall("", "Paris") == 0.0
+    ex = {"answers": ["George Washington", "Washington"], "example_id": "e"}
+    _, metrics = score_prediction("musique", "It was Martha Washington", ex)
+    assert metrics["answer_recall"] == 1.0  # "Washington" fully recalled

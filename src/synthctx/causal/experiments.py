@@ -83,9 +83,10 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _load(model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None):
-    from synthctx.models.loading import load_model
+    from synthctx.train.lora import load_finetuned  # LoRA adapter or full fine-tuned weights
 
-    return load_model(model_dir, **settings, adapter_dir=adapter_dir)
+    # Merged LoRA weights: hooks act on plain q_proj/o_proj modules, no adapter matmuls per token.
+    return load_finetuned(model_dir, adapter_dir, dict(settings), merge=True)
 
 
 def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None, eval_path: str,

@@ -50,6 +50,17 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def token_recall(prediction: str, gold: str) -> float:
+    """ROUGE-1 recall of the gold answer in the prediction (Wu et al.'s success test for
+    retrieval heads uses recall > 0.5): the share of normalized gold tokens the prediction has."""
+    pred_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    if not gold_tokens:
+        return float(not pred_tokens)
+    common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
+    return sum(common.values()) / len(gold_tokens)
+
+
 def exact_match(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
@@ -118,7 +129,7 @@ def score_prediction(task: str, prediction: str, example: Mapping[str, Any]) -> 
             raise ValueError(f"example {example.get('example_id')!r}: field 'answers' is empty, cannot score {task}")
         f1 = max(token_f1(prediction, g) for g in golds)
         em = max(exact_match(prediction, g) for g in golds)
-        metrics = {"f1": f1, "em": em}
+        metrics = {"f1": f1, "em": em, "answer_recall": max(token_recall(prediction, g) for g in golds)}
         if task == "mdqa":
             metrics["best_subspan_em"] = best_subspan_em(prediction, golds)
         return f1, metrics

@@ -66,7 +66,8 @@ def generate_hf(examples, prompts, tokenizer, model_dir: str, model_settings: Ma
     stop = end_of_turn_ids(tokenizer)
     bar = tqdm(total=len(prompts) * (1 + len(adapters)), desc="evaluate (hf)", file=progress_file, mininterval=5)
     for condition, adapter_dir in [(NONFT, None), *adapters.items()]:
-        model = load_finetuned(model_dir, adapter_dir, model_settings)
+        # Merged LoRA weights: identical outputs, no adapter matmuls per token.
+        model = load_finetuned(model_dir, adapter_dir, model_settings, merge=True)
         out[condition] = greedy_decode_hf(model, tokenizer, prompts, max_new_tokens, batch_size, stop, progress=bar)
         del model
     bar.close()

@@ -294,7 +294,7 @@ def run_task_heads(
 
     from synthctx.data.examples import read_examples
     from synthctx.logging_utils import progress_stream, setup_logging
-    from synthctx.models.loading import load_model, load_tokenizer
+    from synthctx.models.loading import load_tokenizer
     from synthctx.provenance import provenance
     from synthctx.schema import write_table
 
@@ -302,7 +302,10 @@ def run_task_heads(
     torch.manual_seed(seed)
     examples = read_examples(eval_path)[: int(heads["examples"])]
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir, **dict(model_settings), adapter_dir=adapter_dir)
+    # Merged LoRA weights: the same attention (q/k/v/o weights + B@A), no adapter matmuls per token.
+    from synthctx.train.lora import load_finetuned  # LoRA adapter or full fine-tuned weights
+
+    model = load_finetuned(model_dir, adapter_dir, dict(model_settings), merge=True)
     prepared = [prepare_example(ex, tokenizer, HEAD_KINDS[task]) for ex in examples]
     logger.info("%s/%s/%s: %d examples, adapter=%s", model_name, task, condition, len(prepared), adapter_dir)
     result = detect_heads(
