@@ -222,3 +222,11 @@ def test_run_patching_end_to_end(tiny_study):
     sizes = {i: len(json.loads(h)) for i, h in zip(table["intervention"], table["heads"])}
     assert sizes["patch_intersection"] + sizes["patch_complement"] == 3
     assert sizes["patch_random"] == sizes["patch_intersection"]
+
+
+def test_positive_ranking_drops_heads_that_never_retrieved():
+    from synthctx.causal.head_sets import positive_ranking
+
+    table = _scores({(l, h): (1.0 if (l, h) == (2, 1) else 0.0) for (l, h) in ALL_HEADS})
+    ranking = ranked_heads(table)
+    assert positive_ranking(table, ranking) == [(2, 1)]

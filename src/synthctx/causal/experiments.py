@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from synthctx.causal.decoding import decode_text, greedy_decode, stop_token_ids
-from synthctx.causal.head_sets import PATCH_SETS, knockout_random_heads, patch_head_sets, ranked_heads
+from synthctx.causal.head_sets import PATCH_SETS, knockout_random_heads, patch_head_sets, positive_ranking, ranked_heads
 from synthctx.causal.interventions import Head, head_geometry, head_output_means, mask_heads
 from synthctx.causal.patching import patched_greedy_decode
 from synthctx.provenance import derived_seed, provenance
@@ -109,11 +109,15 @@ def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: st
     stops = stop_token_ids(tokenizer)
     means = head_output_means(model, prompts) if operator == "mean" else None
 
-    runs: list[tuple[str, int, list[Head]]] = [("none", 0, []), ("knockout_topk", 0, sorted(ranking[:top_k]))]
+    # Only heads that retrieved at all count as retrieval heads (as in synthctx.analysis): with
+    # fewer than K positive heads the top set is smaller, and so is each random control set.
+    ranking = positive_ranking(read_table(head_scores_path, "head_scores"), ranking, head_kind)
+    top = sorted(ranking[:top_k])
+    runs: list[tuple[str, int, list[Head]]] = [("none", 0, []), ("knockout_topk", 0, top)]
     for draw in range(random_draws):
         draw_seed = derived_seed(seed, "knockout_random", model_name, task, condition, draw)
         runs.append(("knockout_random", draw,
-                     knockout_random_heads(geometry.all_heads(), ranking, top_k, random_exclude_top, draw_seed)))
+                     knockout_random_heads(geometry.all_heads(), ranking, len(top), random_exclude_top, draw_seed)))
     log.info("knockout %s/%s/%s: %d examples x %d runs, operator %s", model_name, task, condition,
              len(exs), len(runs), operator)
     rows = []
@@ -148,9 +152,12 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
     donor_model = _load(model_dir, settings, donor_adapter)
     recipient_model = _load(model_dir, settings, recipient_adapter)
     geometry = head_geometry(recipient_model)
-    donor_ranking = ranked_heads(read_table(donor_scores_path, "head_scores"), head_kind, donor_scores_path)
-    recipient_ranking = ranked_heads(read_table(recipient_scores_path, "head_scores"), head_kind,
-                                     recipient_scores_path)
+    donor_table = read_table(donor_scores_path, "head_scores")
+    recipient_table = read_table(recipient_scores_path, "head_scores")
+    # Top-K sets hold only heads with a positive score (as in synthctx.analysis).
+    donor_ranking = positive_ranking(donor_table, ranked_heads(donor_table, head_kind, donor_scores_path), head_kind)
+    recipient_ranking = positive_ranking(
+        recipient_table, ranked_heads(recipient_table, head_kind, recipient_scores_path), head_kind)
     sets = patch_head_sets(donor_ranking, recipient_ranking, top_k, geometry.all_heads(),
                            derived_seed(seed, "patch_random", model_name, task, recipient))
     exs, prompts = load_eval_prompts(eval_path, tokenizer, examples, task)

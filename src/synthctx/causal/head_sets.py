@@ -29,6 +29,14 @@ def ranked_heads(scores: pd.DataFrame, head_kind: str = "retrieval", where: str 
     return [(int(layer), int(head)) for layer, head in zip(ordered["layer"], ordered["head"])]
 
 
+def positive_ranking(scores: pd.DataFrame, ranking: Sequence[Head], head_kind: str = "retrieval") -> list[Head]:
+    """``ranking`` without the heads whose score is not positive: a head that never retrieved
+    is no retrieval head, so it neither enters a top-K set nor is excluded from random draws."""
+    table = scores[scores["head_kind"] == head_kind] if "head_kind" in scores.columns else scores
+    positive = {(int(l), int(h)) for l, h, v in zip(table["layer"], table["head"], table["score"]) if float(v) > 0}
+    return [h for h in ranking if tuple(h) in positive]
+
+
 def top_k_heads(scores: pd.DataFrame, k: int, head_kind: str = "retrieval", where: str = "head scores") -> list[Head]:
     """The ``k`` best heads by retrieval score (sorted by (layer, head) for storage)."""
     return sorted(ranked_heads(scores, head_kind, where)[:k])
