@@ -8,36 +8,19 @@ stops at the end-of-turn token or after ``max_new_tokens``.
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Iterable, Sequence
 
 import torch
 
+from synthctx.models.loading import cache_keyword, stop_token_ids  # noqa: F401 (re-exported)
+
 # End-of-turn markers of the chat templates the study uses (SmolLM2/Qwen, Llama-3, Mistral).
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<|endoftext|>")
-
-
-def stop_token_ids(tokenizer) -> set[int]:
-    """Ids that end an assistant turn for ``tokenizer``: its EOS plus known end-of-turn markers."""
-    ids: set[int] = set()
-    eos = tokenizer.eos_token_id
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif eos:
-        ids.update(int(e) for e in eos)
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
-    return ids
-
-
 def _base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _cache_kwarg(model) -> str:
-    """transformers >= 5.2x renamed ``past_key_values`` to ``cache``; accept both versions."""
-    params = inspect.signature(_base_model(model).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return cache_keyword(model)
 
 
 def new_cache(model):

@@ -15,10 +15,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from synthctx.models.loading import END_OF_TURN_TOKENS, stop_token_ids  # noqa: F401 (re-exported)
+
 log = logging.getLogger("synthctx.evaluate")
 
 # End-of-turn markers of common chat templates (ChatML, Llama-3, Phi, Llama-2/Mistral, Gemma).
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "</s>", "<end_of_turn>", "<|endoftext|>")
 
 
 @dataclass
@@ -29,14 +30,7 @@ class Generation:
 
 def end_of_turn_ids(tokenizer) -> list[int]:
     """Token ids that end an assistant turn for ``tokenizer``'s chat template (EOS included)."""
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    vocab = tokenizer.get_vocab()
-    for token in END_OF_TURN_TOKENS:
-        if token in vocab:
-            ids.add(int(vocab[token]))
-    return sorted(ids)
+    return sorted(stop_token_ids(tokenizer))
 
 
 def prompt_token_ids(examples: Sequence[Mapping[str, Any]], tokenizer) -> list[list[int]]:

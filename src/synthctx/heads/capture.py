@@ -27,9 +27,10 @@ from typing import Iterable, Sequence
 
 import torch
 
+from synthctx.models.loading import END_OF_TURN_TOKENS, cache_keyword, stop_token_ids  # noqa: F401 (re-exported)
+
 CAPTURE_PREFIX = "synthctx_argmax_"
 # Common end-of-turn markers; the tokenizer's eos and the generation config are added too.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<|endoftext|>", "<end_of_turn>")
 
 
 class ArgmaxRecorder:
@@ -153,38 +154,6 @@ def attention_implementation(model, name: str):
         yield inner
     finally:
         inner.set_attn_implementation(before)
-
-
-def stop_token_ids(tokenizer, model=None) -> set[int]:
-    """End-of-sequence and end-of-turn ids of a tokenizer (and the model's generation config)."""
-    ids: set[int] = set()
-
-    def add(value):
-        if value is None:
-            return
-        if isinstance(value, (list, tuple, set)):
-            for v in value:
-                add(v)
-        else:
-            ids.add(int(value))
-
-    if tokenizer is not None:
-        add(tokenizer.eos_token_id)
-        vocab = tokenizer.get_vocab()
-        for tok in END_OF_TURN_TOKENS:
-            if tok in vocab:
-                ids.add(int(vocab[tok]))
-    if model is not None:
-        gen = getattr(unwrap_model(model), "generation_config", None)
-        add(getattr(gen, "eos_token_id", None))
-    return ids
-
-
-def cache_keyword(model) -> str:
-    """``cache`` (transformers >= 5.24) or ``past_key_values`` (older): the KV-cache argument name."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @dataclass

@@ -78,3 +78,39 @@ def model_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
         "rope_theta": spec.get("rope_theta"),
         "context_tokens": spec.get("context_tokens"),
     }
+
+
+# Tokens that end an assistant turn in common chat templates (SmolLM2/ChatML, Llama-3, Mistral,
+# Gemma, Phi): greedy decoding stops at any of them that the tokenizer knows, or at EOS.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>", "</s>", "<end_of_turn>", "<|endoftext|>")
+
+
+def stop_token_ids(tokenizer, model=None) -> set[int]:
+    """End-of-sequence and end-of-turn ids of a tokenizer (and of the model's generation config)."""
+    ids: set[int] = set()
+
+    def add(value):
+        if value is None:
+            return
+        if isinstance(value, (list, tuple, set)):
+            for v in value:
+                add(v)
+        else:
+            ids.add(int(value))
+
+    if tokenizer is not None:
+        add(tokenizer.eos_token_id)
+        vocab = tokenizer.get_vocab()
+        ids.update(int(vocab[t]) for t in END_OF_TURN_TOKENS if t in vocab)
+    if model is not None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        add(getattr(getattr(base, "generation_config", None), "eos_token_id", None))
+    return ids
+
+
+def cache_keyword(model) -> str:
+    """``cache`` (transformers >= 5.24) or ``past_key_values`` (older): the KV-cache argument name."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
