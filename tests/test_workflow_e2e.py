@@ -1,0 +1,113 @@
+"""One real end-to-end run of the whole workflow (`snakemake all`) on a tiny config.
+
+Every stage runs for real on the project's own raw-data fixtures (tests/fixtures/raw, in the
+datasets' original formats) and the embedded SmolLM2-135M-Instruct: data for all three tasks,
+LLM-written synthetic pools (HF backend: no vLLM engine start in CI), LoRA training, Table 1,
+retrieval heads and NIAH, Figure 3 / Table 2 / heatmaps, knockout and patching, and the HTML
+report. Assertions check values, not only that files exist; a second run must find nothing to do.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm.workflow import link_model  # tests/ is on sys.path (rootdir conftest)
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "smollm2-135m"
+
+OVERLAY = {
+    "study": {
+        "models": [MODEL],
+        "tasks": ["mdqa", "musique", "summhay"],
+        "synthetic_conditions": ["high_low", "low_high", "symbolic"],
+        "real_conditions": ["real_full", "real_limited"],
+        "seed": 7,
+    },
+    "raw_data": {
+        "local_dir": str(REPO / "tests" / "fixtures" / "raw"),
+        "mdqa": {"documents_file": "mdqa/nq-open-small.jsonl"},
+        "musique": {"files": ["musique/musique_ans_small.jsonl", "musique/musique_ans_small_array.json"]},
+        "summhay": {"files": ["summhay/topic_small1.json", "summhay/topic_small2.json", "summhay/topic_small3.json"]},
+    },
+}
+
+
+def _tiny_config() -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config.update(OVERLAY)
+    config["models"][MODEL]["context_tokens"] = 512
+    config["data"].update(eval_examples=2, max_train_examples=4, limited_fraction=0.5)
+    config["data"]["musique"].update(hops=[2, 3, 4], num_paragraphs=3)
+    config["data"]["summhay"].update(num_documents=3, excerpt_sentences=2)
+    config["generation"].update(backend="hf", max_new_tokens=64, pool_size=12, examples_per_variant=2)
+    config["train"].update(max_examples=2, epochs=1, gradient_accumulation=1, checkpoint_every=1)
+    config["evaluate"].update(backend="hf", bootstrap_resamples=200, max_new_tokens={"mdqa": 6, "musique": 6, "summhay": 6})
+    config["heads"].update(examples=2, max_new_tokens=6, niah={"lengths": [128], "depths": [0.5], "needles_per_set": 1})
+    config["causal"].update(examples=2, random_draws=1, knockout_conditions=["real_full"], patch_conditions=["symbolic"])
+    return config
+
+
+@pytest.mark.slow
+def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
+    from synthctx.schema import read_table
+
+    work = tmp_path / "study"
+    work.mkdir()
+    for name in ("Snakefile", "rules", "workflow", "report", "envs", "schemas", "profiles"):
+        os.symlink(REPO / name, work / name)
+    link_model(Path(smollm_dir), work / "resources" / "models" / MODEL)
+    (work / "config.yaml").write_text(yaml.safe_dump(_tiny_config()))
+    # The Snakefile loads config.yaml from the working folder: the tiny config written above.
+    snakemake = [sys.executable, "-m", "snakemake", "--cores", "2"]
+    env = {**os.environ, "SYNTHCTX_VLLM_PYTHON": "/nonexistent"}  # the tiny study uses HF only
+
+    run = subprocess.run([*snakemake, "all"], cwd=work, capture_output=True, text=True, timeout=3000, env=env)
+    assert run.returncode == 0, run.stderr[-6000:]
+
+    results = work / "results"
+    table1 = read_table(results / "tables" / MODEL / "table1.parquet", "table1")
+    expected = {"real_full", "real_limited", "high_low", "low_high", "symbolic", "nonft"}
+    for task in ("mdqa", "musique", "summhay"):
+        rows = table1[table1["task"] == task]
+        assert set(rows["condition"]) == expected, task
+        assert rows["score"].between(0, 1).all() and (rows["n"] == 2).all()
+        assert rows["is_best_synthetic"].sum() == 1
+    for task in ("mdqa", "musique", "summhay"):
+        preds = read_table(results / "eval" / MODEL / task / "predictions.parquet", "predictions")
+        assert len(preds) == 2 * len(expected)
+        heads = read_table(results / "heads" / MODEL / task / "real_full.parquet", "head_scores")
+        assert len(heads[heads["head_kind"] == "retrieval"]) == 30 * 9
+        assert heads["score"].between(0, None).all()
+    summhay_heads = read_table(results / "heads" / MODEL / "summhay" / "real_full.parquet", "head_scores")
+    assert set(summhay_heads["head_kind"]) == {"retrieval", "insight"}
+
+    similarity = read_table(results / "analysis" / MODEL / "similarity.parquet", "head_similarity")
+    assert set(similarity["condition"]) >= {"high_low", "low_high", "symbolic"}
+    assert similarity["cosine"].dropna().between(-1, 1).all()
+    correlations = read_table(results / "analysis" / MODEL / "correlations.parquet", "correlations")
+    assert (correlations["n_conditions"] == 3).all()
+    table2 = read_table(results / "tables" / MODEL / "table2.parquet", "cross_task")
+    diagonal = table2[table2["row"] == table2["column"]]["cosine"].dropna()
+    assert ((diagonal - 1.0).abs() < 1e-9).all()
+    knockout = read_table(results / "causal" / MODEL / "knockout_summary.parquet", "intervention_summary")
+    assert set(knockout["task"]) == {"mdqa", "musique", "summhay"}
+    table3 = read_table(results / "tables" / MODEL / "table3.parquet", "intervention_summary")
+    assert set(table3["intervention"]) == {"patch_intersection", "patch_complement", "patch_random"}
+    for figure in ("table1.png", "figure3.png", "figure4.png", "heatmap_mdqa.png"):
+        assert (results / "figures" / MODEL / figure).stat().st_size > 5_000, figure
+    assert "| Non-FT |" in (results / "tables" / MODEL / "table1.md").read_text()
+
+    again = subprocess.run([*snakemake, "-n", "all"], cwd=work, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    report = subprocess.run([*snakemake, "--report", "report.html"], cwd=work, capture_output=True, text=True,
+                            timeout=600, env=env)
+    assert report.returncode == 0, report.stderr[-4000:]
+    assert (work / "report.html").stat().st_size > 50_000
