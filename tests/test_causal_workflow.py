@@ -68,7 +68,8 @@ def test_causal_rules_run(tmp_path, smollm_tokenizer):
     config["models"]["tiny"] = tiny
     config["study"].update(models=["tiny"], tasks=["mdqa"], synthetic_conditions=["low_low"],
                            real_conditions=["real_full"])
-    config["causal"].update(knockout_top_k=2, random_exclude_top=4, random_draws=2, patch_top_k=3, examples=3)
+    config["causal"].update(knockout_top_k=2, random_exclude_top=4, random_draws=2, patch_top_k=3, examples=3,
+                            knockout_conditions=["real_full", "low_low"], patch_conditions=["low_low"])
     config["evaluate"].update(bootstrap_resamples=200, max_new_tokens={"mdqa": 3, "musique": 3, "summhay": 3})
     (work / "test-config.yaml").write_text(yaml.safe_dump(config))
     snakemake = str(Path(sys.executable).with_name("snakemake"))
