@@ -85,7 +85,7 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
         assert len(preds) == 2 * len(expected)
         heads = read_table(results / "heads" / MODEL / task / "real_full.parquet", "head_scores")
         assert len(heads[heads["head_kind"] == "retrieval"]) == 30 * 9
-        assert heads["score"].between(0, None).all()
+        assert (heads["score"] >= 0).all()
     summhay_heads = read_table(results / "heads" / MODEL / "summhay" / "real_full.parquet", "head_scores")
     assert set(summhay_heads["head_kind"]) == {"retrieval", "insight"}
 
@@ -93,8 +93,10 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     assert set(similarity["condition"]) >= {"low_low", "symbolic"}
     assert similarity["cosine"].dropna().between(-1, 1).all()
     correlations = read_table(results / "analysis" / MODEL / "correlations.parquet", "correlations")
-    # Two synthetic conditions: Spearman needs three points, so it is reported as undefined.
-    assert (correlations["n_conditions"] == 2).all() and correlations["spearman_rho"].isna().all()
+    # At most two synthetic conditions have a finite similarity (a model whose heads never
+    # retrieved has no cosine); Spearman needs three points, so it is reported as undefined.
+    assert set(correlations["task"]) == {"mdqa", "musique", "summhay"}
+    assert (correlations["n_conditions"] <= 2).all() and correlations["spearman_rho"].isna().all()
     table2 = read_table(results / "tables" / MODEL / "table2.parquet", "cross_task")
     diagonal = table2[table2["row"] == table2["column"]]["cosine"].dropna()
     assert ((diagonal - 1.0).abs() < 1e-9).all()
