@@ -23,17 +23,6 @@ def causal_adapter(model, task, condition):
     return f"{adapter_dir(model, task, condition)}/adapter_model.safetensors"
 
 
-def causal_model_settings(model):
-    """The load_model settings of a model (not its source: re-preparing is the model rule's job)."""
-    spec = model_spec(model)
-    return {
-        "dtype": spec["dtype"],
-        "attn_implementation": spec.get("attn_implementation", "sdpa"),
-        "rope_theta": spec.get("rope_theta"),
-        "context_tokens": spec["context_tokens"],
-    }
-
-
 def causal_targets(model):
     return [
         f"results/figures/{model}/figure4.png",
@@ -63,7 +52,7 @@ rule knockout:
         runtime="3h",
         gpu=gpu_resources(),
     params:
-        settings=lambda wc: causal_model_settings(wc.model),
+        settings=lambda wc: load_settings(wc.model),
         top_k=CAUSAL["knockout_top_k"],
         random_exclude_top=CAUSAL["random_exclude_top"],
         random_draws=CAUSAL["random_draws"],
@@ -98,7 +87,7 @@ rule patching:
         runtime="3h",
         gpu=gpu_resources(),
     params:
-        settings=lambda wc: causal_model_settings(wc.model),
+        settings=lambda wc: load_settings(wc.model),
         top_k=CAUSAL["patch_top_k"],
         examples=CAUSAL["examples"],
         max_new_tokens=lambda wc: config["evaluate"]["max_new_tokens"][wc.task],

@@ -49,6 +49,14 @@ def model_spec(model):
     return config["models"][model]
 
 
+def load_settings(model):
+    """load_model keyword arguments of a model (dtype, attention, RoPE theta, context budget);
+    not its source: re-preparing the model is prepare_model's job."""
+    from synthctx.models.loading import model_settings
+
+    return model_settings(model_spec(model))
+
+
 def raw_path(relative):
     """A raw dataset file: the user's local copy, or the download rule's output."""
     local = config["raw_data"]["local_dir"]

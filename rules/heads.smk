@@ -34,7 +34,7 @@ rule heads:
     params:
         model_dir=lambda wc: model_dir(wc.model),
         adapter_dir=lambda wc: "" if wc.condition == "nonft" else adapter_dir(wc.model, wc.task, wc.condition),
-        settings=lambda wc: heads_model_settings(wc.model),
+        settings=lambda wc: load_settings(wc.model),
         heads=lambda wc: {
             k: v
             for k, v in heads_settings().items()
@@ -62,7 +62,7 @@ rule niah_heads:
         gpu=gpu_resources(),
     params:
         model_dir=lambda wc: model_dir(wc.model),
-        settings=lambda wc: heads_model_settings(wc.model),
+        settings=lambda wc: load_settings(wc.model),
         heads=lambda wc: {
             k: v
             for k, v in heads_settings().items()
@@ -71,17 +71,6 @@ rule niah_heads:
         seed=STUDY["seed"],
     script:
         "../workflow/scripts/niah_heads.py"
-
-
-def heads_model_settings(model):
-    """load_model keyword arguments of a model (dtype, attention, RoPE theta, context budget)."""
-    spec = model_spec(model)
-    return {
-        "dtype": spec.get("dtype", "float32"),
-        "attn_implementation": spec.get("attn_implementation", "sdpa"),
-        "rope_theta": spec.get("rope_theta"),
-        "context_tokens": spec.get("context_tokens"),
-    }
 
 
 def heads_targets(model):
