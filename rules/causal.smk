@@ -46,7 +46,7 @@ rule knockout:
         "logs/causal/knockout/{model}/{task}/{condition}.benchmark.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime="3h",
@@ -81,7 +81,7 @@ rule patching:
         "logs/causal/patching/{model}/{task}/{synthetic}.benchmark.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime="3h",

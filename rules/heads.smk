@@ -26,7 +26,7 @@ rule heads:
         "logs/heads/{model}/{task}/{condition}.log",
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=16000,
         runtime="2h",
@@ -55,7 +55,7 @@ rule niah_heads:
         "logs/heads/{model}/niah.log",
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=16000,
         runtime="2h",

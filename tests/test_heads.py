@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_llama
-from synthctx.heads.capture import greedy_decode, last_row_argmax
+from synthctx.heads.capture import greedy_decode, query_rows_argmax
 from synthctx.heads.retrieval import (
     HeadScoreAccumulator,
     PreparedExample,
@@ -109,16 +109,41 @@ def test_capture_with_lora_adapter(tmp_path):
     assert captured.tokens == tokens and torch.equal(captured.argmax, rows)
 
 
-def test_last_row_argmax_masks_and_ties():
-    query = torch.zeros(1, 2, 1, 4)
+def test_query_rows_argmax_causality_window_ties_and_gqa():
+    # 2 query heads sharing 1 KV head; 5 cached keys, all scores tie -> lowest visible position
+    queries = torch.zeros(3, 2, 4)
     key = torch.zeros(1, 1, 5, 4)
-    # all scores tie -> lowest position
-    assert last_row_argmax(query, key, None, 1.0, total_length=5).tolist() == [[0, 0]]
-    mask = torch.tensor([False, False, True, True, True]).view(1, 1, 1, 5)
-    assert last_row_argmax(query, key, mask, 1.0, total_length=5).tolist() == [[2, 2]]
-    # a sliding-window cache holding the last 5 keys of a 9-token sequence: absolute positions
-    assert last_row_argmax(query, key, None, 1.0, total_length=9).tolist() == [[4, 4]]
-    assert last_row_argmax(query, key, None, 1.0, total_length=9, sliding_window=3).tolist() == [[6, 6]]
+    positions = torch.tensor([2, 3, 4])
+    assert query_rows_argmax(queries, key, positions).tolist() == [[0, 0]] * 3
+    # sliding window 2: a row at position p sees p-1 and p only
+    assert query_rows_argmax(queries, key, positions, sliding_window=2).tolist() == [[1, 1], [2, 2], [3, 3]]
+    # a cache whose index 0 is absolute position 4 (key_offset): positions are absolute
+    assert query_rows_argmax(queries[:1], key, torch.tensor([8]), key_offset=4).tolist() == [[4, 4]]
+    # causality: the largest score at a future key is never chosen
+    key = torch.zeros(1, 1, 5, 4)
+    key[0, 0, 4, 0] = 10.0
+    key[0, 0, 1, 0] = 1.0
+    queries = torch.zeros(2, 2, 4)
+    queries[:, 0, 0] = 1.0  # head 0 prefers larger key[.., 0]; head 1 (zero query) ties -> 0
+    assert query_rows_argmax(queries, key, torch.tensor([3, 4])).tolist() == [[1, 0], [4, 0]]
+    # more KV groups, rows chunked: equals a per-row reference
+    torch.manual_seed(0)
+    queries, key = torch.randn(7, 6, 8), torch.randn(1, 3, 20, 8)
+    positions = torch.arange(13, 20)
+    import synthctx.heads.capture as capture
+
+    old, capture.SCORE_BLOCK_BYTES = capture.SCORE_BLOCK_BYTES, 1  # one row per chunk
+    try:
+        chunked = query_rows_argmax(queries, key, positions, sliding_window=9)
+    finally:
+        capture.SCORE_BLOCK_BYTES = old
+    expected = []
+    for q, p in zip(queries, positions.tolist()):
+        k = key[0].repeat_interleave(2, dim=0)  # (6, 20, 8)
+        s = torch.einsum("hd,hkd->hk", q, k)
+        visible = (torch.arange(20) <= p) & (torch.arange(20) > p - 9)
+        expected.append(s.masked_fill(~visible, float("-inf")).argmax(-1))
+    assert torch.equal(chunked, torch.stack(expected))
 
 
 @pytest.mark.slow

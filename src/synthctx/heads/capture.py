@@ -1,4 +1,4 @@
-"""Exact, cheap capture of every head's most-attended key for the current query.
+"""Exact, cheap capture of every head's most-attended key for each generated token's query.
 
 Retrieval-head detection (Wu et al. 2024) needs, at every greedy decoding step, the argmax key
 position of each (layer, query head) attention row of the *current* query. Asking HF for
@@ -6,17 +6,25 @@ position of each (layer, query head) attention row of the *current* query. Askin
 instead we register one attention function with ``transformers.AttentionInterface`` that
 
 * returns the normal output of the base backend (sdpa, or flash attention when installed), and
-* computes q_last . K^T for the last query row only, in fp32, GQA-aware (the query heads of a
-  KV group are reshaped onto that group, keys are never repeated), applies the model's mask
-  row and sliding window, and stores ``argmax`` (ties -> the lowest position, torch's rule).
+* copies the current (last) query row of every head into a small preallocated buffer: one
+  copy kernel per layer and step, which is all the capture adds to a decoding step.
 
-Memory beyond plain sdpa is one fp32 copy of one layer's keys; nothing is L x L. The mask
-function of the base backend is registered under the same name (``AttentionMaskInterface``):
-without it the mask would silently be ``None`` and causality would be lost.
+After the last step, :func:`query_rows_argmax` scores all recorded rows of a layer against that
+layer's cached keys in one fp32 matmul (GQA-aware: the query heads of a KV group are stacked
+onto that group, keys are never repeated), applies causality and the layer's sliding window
+per row, and takes ``argmax`` (ties -> the lowest position, torch's rule). This is exact: row t
+sees the keys of positions <= its own, all of which are in the final (full) KV cache. Deferring
+the scoring turns ~8 small kernels per layer per step into one matmul per layer per example,
+which is what makes capture nearly free on a launch-bound single-sequence decode.
+
+Memory beyond plain sdpa: the query buffer (layers x steps x heads x dim) and, per layer in
+turn, one fp32 copy of its keys plus a (heads x rows_chunk x keys) score block; nothing is L x L.
+The mask function of the base backend is registered under the same name
+(``AttentionMaskInterface``): without it the mask would silently be ``None`` and causality
+would be lost in the forward pass itself.
 
 :func:`greedy_decode` is the shared decode loop (prefill once, then one token per step with a
-``DynamicCache``); with ``capture=False`` it is plain greedy decoding (used by causal tests with
-their own hooks installed).
+``DynamicCache``); with ``capture=False`` it is plain greedy decoding.
 """
 
 from __future__ import annotations
@@ -30,64 +38,77 @@ import torch
 from synthctx.models.loading import END_OF_TURN_TOKENS, cache_keyword, stop_token_ids  # noqa: F401 (re-exported)
 
 CAPTURE_PREFIX = "synthctx_argmax_"
-# Common end-of-turn markers; the tokenizer's eos and the generation config are added too.
+# Upper bound on one fp32 score block (heads x rows x keys) in the deferred scoring.
+SCORE_BLOCK_BYTES = 256 * 2**20
 
 
-class ArgmaxRecorder:
-    """Holds the current forward pass's argmax per (layer, head) and the sequence length."""
+class QueryRecorder:
+    """Buffers each layer's current query row per decoding step, and the layer's latest keys."""
 
-    def __init__(self, num_layers: int, num_heads: int, device) -> None:
+    def __init__(self, num_layers: int, num_heads: int, max_steps: int) -> None:
         self.num_layers = num_layers
         self.num_heads = num_heads
-        # one (H,) tensor per layer for the current forward; stacked once per step (few launches)
-        self.rows: list[torch.Tensor | None] = [None] * num_layers
-        # Absolute length of the sequence seen by the current forward (prompt + generated so far,
-        # current token included): needed to map cache indices to positions when a sliding-window
-        # cache keeps only the last keys.
-        self.total_length = 0
+        self.max_steps = max_steps
+        self.step = 0
+        # (layers, steps, heads, dim) in the model's dtype; allocated at the first call, when
+        # the head dim, dtype and device are known.
+        self.queries: torch.Tensor | None = None
+        self.keys: list[torch.Tensor | None] = [None] * num_layers  # the full cache after the last step
+        self.windows: list[int | None] = [None] * num_layers
+        self.seen = [0] * num_layers  # calls per layer (a sanity check)
         self.enabled = False
 
+    def record(self, layer: int, query: torch.Tensor, key: torch.Tensor, sliding_window: int | None) -> None:
+        if self.queries is None:
+            _, heads, _, dim = query.shape
+            self.queries = torch.empty(self.num_layers, self.max_steps, heads, dim, dtype=query.dtype,
+                                       device=query.device)
+        self.queries[layer, self.step].copy_(query[0, :, -1, :])
+        self.keys[layer] = key
+        self.windows[layer] = sliding_window
+        self.seen[layer] += 1
 
-_ACTIVE: ArgmaxRecorder | None = None
+
+_ACTIVE: QueryRecorder | None = None
 
 
-def last_row_argmax(
-    query: torch.Tensor,
+def query_rows_argmax(
+    queries: torch.Tensor,
     key: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float | None,
-    total_length: int,
+    query_positions: torch.Tensor,
     sliding_window: int | None = None,
+    key_offset: int = 0,
 ) -> torch.Tensor:
-    """Argmax key position (absolute) of the last query row of every query head: shape (B, H).
+    """Argmax key position (absolute) of every recorded query row of one layer: (rows, H).
 
-    ``query`` (B, H, q, D); ``key`` (B, H_kv, kv, D) with the cache already concatenated;
-    ``attention_mask`` a boolean (True = attend) or additive mask (B, 1|H, q, kv), a 2-D padding
-    mask (B, kv), or None (causal: the last row sees every key). Few kernel launches on purpose:
-    this runs in every layer of every decoding step. The positive ``scaling`` does not move the
-    argmax, so it is applied only when an additive mask has to be added to scaled scores.
+    ``queries`` (rows, H, D): query vectors at absolute positions ``query_positions`` (rows,);
+    ``key`` (1, H_kv, kv, D): that layer's cached keys, cache index i at absolute position
+    ``key_offset + i``. A row attends to keys at positions <= its own and, with a sliding
+    window, > its own - window (the rule of HF's sliding-window masks). Scores are fp32; the
+    positive softmax scaling does not move the argmax and is not applied.
     """
-    batch, num_heads, _, dim = query.shape
-    num_kv = key.shape[1]
-    kv_len = key.shape[2]
-    q_last = query[:, :, -1, :].reshape(batch, num_kv, num_heads // num_kv, dim).float()
-    scores = torch.matmul(q_last, key.float().transpose(-1, -2)).view(batch, num_heads, kv_len)  # (B, H, kv)
-    if attention_mask is not None:
-        if attention_mask.dim() == 4:
-            row = attention_mask[:, :, -1, -kv_len:]  # (B, 1|H, kv)
-        else:  # 2-D padding mask (flash backends): 1 = keep
-            row = attention_mask[:, None, -kv_len:].bool()
-        if row.dtype == torch.bool:
-            scores = scores.masked_fill(~row, float("-inf"))
-        else:
-            scores = scores * (scaling if scaling is not None else 1.0) + row.float()
-    offset = total_length - kv_len  # absolute position of cache index 0
-    if sliding_window is not None and kv_len >= sliding_window:
-        query_pos = total_length - 1
-        positions = torch.arange(kv_len, device=scores.device) + offset
-        scores = scores.masked_fill((positions <= query_pos - sliding_window)[None, None, :], float("-inf"))
-    best = scores.argmax(dim=-1)
-    return best + offset if offset else best
+    rows, num_heads, dim = queries.shape
+    num_kv, kv_len = key.shape[1], key.shape[2]
+    group = num_heads // num_kv
+    keys_t = key[0].float().transpose(-1, -2)  # (H_kv, D, kv)
+    key_pos = torch.arange(kv_len, device=key.device) + key_offset
+    query_positions = query_positions.to(key.device)
+    chunk = max(1, SCORE_BLOCK_BYTES // max(1, num_heads * kv_len * 4))
+    out = []
+    for start in range(0, rows, chunk):
+        q = queries[start:start + chunk].float()  # (r, H, D)
+        r = q.shape[0]
+        # (r, H, D) -> (H_kv, group * r, D): each KV group's query heads stacked, keys shared
+        q = q.view(r, num_kv, group, dim).permute(1, 2, 0, 3).reshape(num_kv, group * r, dim)
+        scores = torch.matmul(q, keys_t).view(num_kv, group, r, kv_len)
+        pos = query_positions[start:start + r, None]
+        hidden = key_pos[None, :] > pos
+        if sliding_window is not None:
+            hidden |= key_pos[None, :] <= pos - sliding_window
+        scores.masked_fill_(hidden[None, None], float("-inf"))
+        best = scores.argmax(dim=-1) + key_offset  # (H_kv, group, r)
+        out.append(best.reshape(num_heads, r).transpose(0, 1))
+    return torch.cat(out) if out else torch.empty((0, num_heads), dtype=torch.long, device=key.device)
 
 
 def _make_attention_function(base: str):
@@ -98,10 +119,7 @@ def _make_attention_function(base: str):
     def capture_attention(module, query, key, value, attention_mask, scaling=None, sliding_window=None, **kwargs):
         rec = _ACTIVE
         if rec is not None and rec.enabled:
-            with torch.no_grad():
-                rec.rows[module.layer_idx] = last_row_argmax(
-                    query, key, attention_mask, scaling, rec.total_length, sliding_window
-                )[0]
+            rec.record(module.layer_idx, query, key, sliding_window)
         if sliding_window is not None:
             kwargs["sliding_window"] = sliding_window
         return base_fn(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
@@ -197,36 +215,59 @@ def greedy_decode(
         base = base[len(CAPTURE_PREFIX):]
     if base not in ("sdpa", "flash_attention_2", "flash_attention_3", "eager"):
         base = "sdpa"
-    recorder = ArgmaxRecorder(num_layers, num_heads, device)
-    rows: list[torch.Tensor] = []
+    recorder = QueryRecorder(num_layers, num_heads, max(1, max_new_tokens))
     tokens: list[int] = []
     stopped_by, stop_token = "max_new_tokens", None
     ctx = attention_implementation(model, capture_implementation(base)) if capture else contextlib.nullcontext()
     previous = _ACTIVE
     _ACTIVE = recorder
     recorder.enabled = capture
+    forwards, last_length = 0, ids.shape[1]
     try:
         with ctx:
-            cache = DynamicCache()  # full per-layer caches; masks apply any sliding window
+            cache = DynamicCache()  # full per-layer caches (masks apply any sliding window): keeps every key
             cache_arg = cache_keyword(inner)
             step_input = ids
             length = ids.shape[1]
-            for _ in range(max_new_tokens):
-                recorder.total_length = length
+            for step in range(max_new_tokens):
+                recorder.step = step
                 out = inner(input_ids=step_input, use_cache=True, logits_to_keep=1, **{cache_arg: cache})
+                forwards, last_length = step + 1, length
                 next_token = int(out.logits[0, -1].argmax())
                 if next_token in stop_ids:
                     stopped_by, stop_token = "stop_token", next_token
                     break
                 tokens.append(next_token)
-                if capture:
-                    if any(r is None for r in recorder.rows):
-                        raise RuntimeError("capture attention function was not called in every layer")
-                    rows.append(torch.stack(recorder.rows))
-                    recorder.rows = [None] * num_layers
                 step_input = torch.tensor([[next_token]], device=device)
                 length += 1
     finally:
         _ACTIVE = previous
-    argmax = torch.stack(rows).cpu() if rows else torch.empty((0, num_layers, num_heads), dtype=torch.long)
+    if capture and tokens:
+        argmax = recorded_argmax(recorder, ids.shape[1], len(tokens), forwards, last_length)
+    else:
+        argmax = torch.empty((0, num_layers, num_heads), dtype=torch.long)
     return DecodeResult(ids.shape[1], tokens, argmax, stopped_by, stop_token)
+
+
+def recorded_argmax(recorder: QueryRecorder, prompt_length: int, rows: int, forwards: int, last_length: int) -> torch.Tensor:
+    """(rows, layers, heads) argmax positions of the first ``rows`` recorded query rows.
+
+    Row t is the query of the forward pass that produced generated token t, at absolute
+    position prompt_length - 1 + t; the last forward's cache (``last_length`` keys) holds every
+    key any of these rows can see.
+    """
+    if any(seen != forwards for seen in recorder.seen) or recorder.queries is None:
+        raise RuntimeError(f"capture attention function was not called in every layer: {recorder.seen} "
+                           f"calls for {forwards} forward passes (is the model's attention a standard module?)")
+    positions = torch.arange(rows) + (prompt_length - 1)
+    per_layer = []
+    for layer in range(recorder.num_layers):
+        key = recorder.keys[layer]
+        window = recorder.windows[layer]
+        offset = last_length - key.shape[2]
+        first_needed = 0 if window is None else max(0, prompt_length - window)
+        if offset > first_needed:
+            raise RuntimeError(f"layer {layer}: the KV cache dropped keys (offset {offset}) that a recorded "
+                               "query can see; capture needs a full cache")
+        per_layer.append(query_rows_argmax(recorder.queries[layer, :rows], key, positions, window, offset))
+    return torch.stack(per_layer, dim=1).cpu()
