@@ -33,6 +33,12 @@ for _name, _spec in config["models"].items():
         if _field not in _spec["source"]:
             _config_error(f"models.{_name}.source.{_field}", f"required for source kind {_kind!r}")
 
+from synthctx.heads.niah import NEEDLES as _NEEDLES
+
+if 2 * int(config["heads"]["niah"]["needles_per_set"]) > len(_NEEDLES):
+    _config_error("heads.niah.needles_per_set", f"at most {len(_NEEDLES) // 2} (two disjoint sets of the "
+                  f"{len(_NEEDLES)} needles in synthctx.heads.niah)")
+
 wildcard_constraints:
     model="|".join(map(re.escape, config["models"])),
     task="mdqa|musique|summhay",

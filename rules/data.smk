@@ -17,8 +17,9 @@ def raw_files(task):
 def real_data_params(wildcards):
     """The config slice build_real_data depends on (and nothing else)."""
     return {
-        "task_config": dict(config["data"][wildcards.task]),
-        "eval_examples": config["data"]["eval_examples"],
+        "task_config": {k: v for k, v in config["data"][wildcards.task].items() if k != "eval_examples"},
+        # a task may override the study-wide count (MuSiQue's local sample has 59 three-hop questions)
+        "eval_examples": config["data"][wildcards.task].get("eval_examples", config["data"]["eval_examples"]),
         "max_train_examples": config["data"].get("max_train_examples"),
         "limited_fraction": config["data"]["limited_fraction"],
         "seed": config["study"]["seed"],

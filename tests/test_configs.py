@@ -169,3 +169,34 @@ def test_unknown_study_model_is_refused(tmp_path):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "study.models" in out and "llama-9000" in out, out[-2000:]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_niah_needles_fit_two_disjoint_sets(name):
+    """The shipped configs ask for no more NIAH needles than two disjoint sets can hold (a 10-per-set
+    paper config once failed only when the job ran)."""
+    from synthctx.heads.niah import NEEDLES, needle_sets
+
+    per_set = merged(name)["heads"]["niah"]["needles_per_set"]
+    first, second = needle_sets(per_set, 1234)
+    assert len(first) == len(second) == per_set and not set(first) & set(second)
+    assert 2 * per_set <= len(NEEDLES)
+
+
+@pytest.mark.slow
+def test_too_many_niah_needles_is_refused_at_parse_time(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"heads": {"niah": {"needles_per_set": 11}}}))
+    proc = run_snakemake("-n", "--configfile", str(bad), timeout=120)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "heads.niah.needles_per_set" in out and "at most 10" in out, out[-2000:]
+
+
+def test_task_eval_examples_override():
+    """data.<task>.eval_examples overrides data.eval_examples for that task only (gpu-small's MuSiQue
+    sample holds 59 three-hop questions: 100 for eval left none to train on)."""
+    cfg = merged("gpu-small")
+    assert cfg["data"]["musique"]["eval_examples"] == 30 and cfg["data"]["eval_examples"] == 100
+    assert "eval_examples" not in cfg["data"]["mdqa"]
+    validate(copy.deepcopy(cfg), str(REPO / "schemas/config.schema.yaml"))

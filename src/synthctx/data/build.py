@@ -144,7 +144,9 @@ def build_real_data(
     if not eval_set:
         raise ArtifactError(f"{task}: no eval example could be built from {list(raw_files)}")
     if not train_set:
-        raise ArtifactError(f"{task}: no training example could be built from {list(raw_files)}")
+        raise ArtifactError(f"{task}: no training example could be built from {list(raw_files)}: "
+                            f"{len(candidates)} candidates, of which eval_examples={eval_examples} went to "
+                            f"the eval split (data.eval_examples or data.{task}.eval_examples)")
     for ex in eval_set + train_set:
         depth = needle_depth(ex, tokenizer)
         ex["meta"]["needle_depth"] = None if depth is None else round(depth, 4)
