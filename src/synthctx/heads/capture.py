@@ -23,18 +23,19 @@ The mask function of the base backend is registered under the same name
 (``AttentionMaskInterface``): without it the mask would silently be ``None`` and causality
 would be lost in the forward pass itself.
 
-:func:`greedy_decode` is the shared decode loop (prefill once, then one token per step with a
-``DynamicCache``); with ``capture=False`` it is plain greedy decoding.
+:func:`greedy_decode` runs the study's shared decode loop (:mod:`synthctx.models.decoding`) under
+the capture function; with ``capture=False`` it is plain greedy decoding.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
 
+from synthctx.models.decoding import CachedRunner, base_model as unwrap_model, greedy_loop
 from synthctx.models.loading import END_OF_TURN_TOKENS, cache_keyword, stop_token_ids  # noqa: F401 (re-exported)
 
 CAPTURE_PREFIX = "synthctx_argmax_"
@@ -150,12 +151,6 @@ def best_base_implementation(device) -> str:
     return "sdpa"
 
 
-def unwrap_model(model):
-    """The transformers model inside a PEFT wrapper (LoRA layers stay injected)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
 def model_shape(model) -> tuple[int, int]:
     cfg = unwrap_model(model).config
     cfg = getattr(cfg, "get_text_config", lambda: cfg)()
@@ -182,8 +177,6 @@ class DecodeResult:
     # tokens[t] (row 0: the last prompt token). Empty (0, L, H) when capture is off.
     argmax: torch.Tensor
     stopped_by: str = "max_new_tokens"  # stop_token | max_new_tokens
-    stop_token: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -197,56 +190,48 @@ def greedy_decode(
 ) -> DecodeResult:
     """Greedy decoding of one prompt with a KV cache, optionally capturing per-head argmax.
 
-    Prefill runs the whole prompt once (``logits_to_keep=1``: no full-vocab logits over the
-    prompt); each later step feeds one token. With ``capture`` the model runs under the capture
-    attention function for the duration of the call and is restored afterwards.
+    The study's shared loop (:func:`synthctx.models.decoding.greedy_loop`): prefill once
+    (``logits_to_keep=1``: no full-vocab logits over the prompt), then one token per step. With
+    ``capture`` the model runs under the capture attention function for the duration of the call
+    and is restored afterwards; the cache then keeps every key (no sliding-window trimming), which
+    the deferred scoring needs.
     """
-    from transformers import DynamicCache
-
     global _ACTIVE
     inner = unwrap_model(model)
-    device = next(inner.parameters()).device
-    ids = torch.as_tensor(list(input_ids) if not torch.is_tensor(input_ids) else input_ids, device=device)
-    ids = ids.reshape(1, -1)
+    prompt = [int(t) for t in (input_ids.reshape(-1).tolist() if torch.is_tensor(input_ids) else input_ids)]
     num_layers, num_heads = model_shape(model)
-    stop_ids = set(int(s) for s in stop_ids)
     base = base_implementation or inner.config._attn_implementation
     if base.startswith(CAPTURE_PREFIX):
         base = base[len(CAPTURE_PREFIX):]
     if base not in ("sdpa", "flash_attention_2", "flash_attention_3", "eager"):
         base = "sdpa"
     recorder = QueryRecorder(num_layers, num_heads, max(1, max_new_tokens))
-    tokens: list[int] = []
-    stopped_by, stop_token = "max_new_tokens", None
+    runner = CachedRunner(inner, keep_all_keys=True)
+    forwards, last_length = 0, len(prompt)
+
+    def step(ids):
+        nonlocal forwards, last_length
+        recorder.step = forwards
+        last_length = runner.length + len(ids)  # sequence length seen by this forward
+        logits = runner.step(ids)
+        forwards += 1
+        return logits
+
     ctx = attention_implementation(model, capture_implementation(base)) if capture else contextlib.nullcontext()
     previous = _ACTIVE
     _ACTIVE = recorder
     recorder.enabled = capture
-    forwards, last_length = 0, ids.shape[1]
     try:
         with ctx:
-            cache = DynamicCache()  # full per-layer caches (masks apply any sliding window): keeps every key
-            cache_arg = cache_keyword(inner)
-            step_input = ids
-            length = ids.shape[1]
-            for step in range(max_new_tokens):
-                recorder.step = step
-                out = inner(input_ids=step_input, use_cache=True, logits_to_keep=1, **{cache_arg: cache})
-                forwards, last_length = step + 1, length
-                next_token = int(out.logits[0, -1].argmax())
-                if next_token in stop_ids:
-                    stopped_by, stop_token = "stop_token", next_token
-                    break
-                tokens.append(next_token)
-                step_input = torch.tensor([[next_token]], device=device)
-                length += 1
+            tokens = greedy_loop(step, prompt, max_new_tokens, stop_ids)
     finally:
         _ACTIVE = previous
+    stopped_by = "stop_token" if len(tokens) < max_new_tokens else "max_new_tokens"
     if capture and tokens:
-        argmax = recorded_argmax(recorder, ids.shape[1], len(tokens), forwards, last_length)
+        argmax = recorded_argmax(recorder, len(prompt), len(tokens), forwards, last_length)
     else:
         argmax = torch.empty((0, num_layers, num_heads), dtype=torch.long)
-    return DecodeResult(ids.shape[1], tokens, argmax, stopped_by, stop_token)
+    return DecodeResult(len(prompt), tokens, argmax, stopped_by)
 
 
 def recorded_argmax(recorder: QueryRecorder, prompt_length: int, rows: int, forwards: int, last_length: int) -> torch.Tensor:
