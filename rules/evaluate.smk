@@ -39,6 +39,8 @@ rule evaluate_task:
         "logs/evaluate_task/{model}/{task}.benchmark.tsv"
     conda:
         "../envs/vllm.yaml" if EVAL_BACKEND == "vllm" else "../envs/torch.yaml"
+    # On the critical path to Table 1 and the analyses (see train_adapter).
+    priority: 10
     threads: 2
     resources:
         mem_mb=16000,

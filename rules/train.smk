@@ -31,6 +31,10 @@ rule train_adapter:
         condition="|".join(TRAINED),
     conda:
         "../envs/torch.yaml"
+    # Trainings and evaluations are the long chain to Table 1 and the analyses: scheduled before
+    # the single-thread jobs (heads, causal) that can fill the other core later (the default
+    # study once ended with one core idle while the last training and evaluation ran).
+    priority: 10
     threads: 2
     resources:
         mem_mb=16000,
