@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from synthctx.models.decoding import CachedRunner, greedy_loop, new_cache  # noqa: F401 (re-exported)
+from synthctx.models.decoding import CachedRunner, greedy_loop  # noqa: F401 (re-exported)
 from synthctx.models.loading import stop_token_ids  # noqa: F401 (re-exported)
 
 

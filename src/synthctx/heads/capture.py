@@ -35,8 +35,9 @@ from typing import Iterable, Sequence
 
 import torch
 
-from synthctx.models.decoding import CachedRunner, base_model as unwrap_model, greedy_loop
+from synthctx.models.decoding import CachedRunner, greedy_loop
 from synthctx.models.loading import END_OF_TURN_TOKENS, cache_keyword, stop_token_ids  # noqa: F401 (re-exported)
+from synthctx.models.loading import base_model as unwrap_model
 
 CAPTURE_PREFIX = "synthctx_argmax_"
 # Upper bound on one fp32 score block (heads x rows x keys) in the deferred scoring.
@@ -46,9 +47,8 @@ SCORE_BLOCK_BYTES = 256 * 2**20
 class QueryRecorder:
     """Buffers each layer's current query row per decoding step, and the layer's latest keys."""
 
-    def __init__(self, num_layers: int, num_heads: int, max_steps: int) -> None:
+    def __init__(self, num_layers: int, max_steps: int) -> None:
         self.num_layers = num_layers
-        self.num_heads = num_heads
         self.max_steps = max_steps
         self.step = 0
         # (layers, steps, heads, dim) in the model's dtype; allocated at the first call, when
@@ -205,17 +205,15 @@ def greedy_decode(
         base = base[len(CAPTURE_PREFIX):]
     if base not in ("sdpa", "flash_attention_2", "flash_attention_3", "eager"):
         base = "sdpa"
-    recorder = QueryRecorder(num_layers, num_heads, max(1, max_new_tokens))
+    recorder = QueryRecorder(num_layers, max(1, max_new_tokens))
     runner = CachedRunner(inner, keep_all_keys=True)
-    forwards, last_length = 0, len(prompt)
+    forwards = 0
 
     def step(ids):
-        nonlocal forwards, last_length
+        nonlocal forwards
         recorder.step = forwards
-        last_length = runner.length + len(ids)  # sequence length seen by this forward
-        logits = runner.step(ids)
         forwards += 1
-        return logits
+        return runner.step(ids)
 
     ctx = attention_implementation(model, capture_implementation(base)) if capture else contextlib.nullcontext()
     previous = _ACTIVE
@@ -228,7 +226,7 @@ def greedy_decode(
         _ACTIVE = previous
     stopped_by = "stop_token" if len(tokens) < max_new_tokens else "max_new_tokens"
     if capture and tokens:
-        argmax = recorded_argmax(recorder, len(prompt), len(tokens), forwards, last_length)
+        argmax = recorded_argmax(recorder, len(prompt), len(tokens), forwards, runner.length)
     else:
         argmax = torch.empty((0, num_layers, num_heads), dtype=torch.long)
     return DecodeResult(len(prompt), tokens, argmax, stopped_by)

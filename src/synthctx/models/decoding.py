@@ -16,13 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from synthctx.models.loading import cache_keyword
-
-
-def base_model(model):
-    """The transformers model inside a PEFT wrapper (LoRA layers stay injected)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+from synthctx.models.loading import base_model, cache_keyword
 
 
 def new_cache(model, keep_all_keys: bool = False):

@@ -103,14 +103,18 @@ def stop_token_ids(tokenizer, model=None) -> set[int]:
         vocab = tokenizer.get_vocab()
         ids.update(int(vocab[t]) for t in END_OF_TURN_TOKENS if t in vocab)
     if model is not None:
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        add(getattr(getattr(base, "generation_config", None), "eos_token_id", None))
+        add(getattr(getattr(base_model(model), "generation_config", None), "eos_token_id", None))
     return ids
+
+
+def base_model(model):
+    """The transformers model inside a PEFT wrapper (LoRA layers stay injected)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
 
 
 def cache_keyword(model) -> str:
     """``cache`` (transformers >= 5.24) or ``past_key_values`` (older): the KV-cache argument name."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(base_model(model).forward).parameters else "past_key_values"
