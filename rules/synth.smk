@@ -21,6 +21,7 @@ def synth_pool_params(wildcards):
         "temperature": gen["temperature"],
         "top_p": gen["top_p"],
         "max_new_tokens": gen["max_new_tokens"],
+        "request_batch": gen["request_batch"],
         "dtype": model_spec(GENERATOR)["dtype"],
         "vllm": json.dumps(gen.get("vllm", {}), sort_keys=True) if SYNTH_ON_VLLM else "{}",
     }
@@ -53,6 +54,7 @@ rule synth_pool:
         " --pool-size {params.settings[pool_size]} --temperature {params.settings[temperature]}"
         " --top-p {params.settings[top_p]} --max-new-tokens {params.settings[max_new_tokens]}"
         " --dtype {params.settings[dtype]} --vllm-settings {params.settings[vllm]:q}"
+        " --request-batch {params.settings[request_batch]}"
         " > {log:q} 2>&1"
 
 

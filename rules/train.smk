@@ -35,7 +35,9 @@ rule train_adapter:
     # the single-thread jobs (heads, causal) that can fill the other core later (the default
     # study once ended with one core idle while the last training and evaluation ran).
     priority: 10
-    threads: 2
+    # One thread: two single-thread trainings side by side finish in 90 s where one
+    # two-thread training takes 60 s (2 cores, BENCHMARKS.md); on a GPU node threads barely matter.
+    threads: 1
     resources:
         mem_mb=16000,
         runtime="4h",

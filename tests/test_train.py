@@ -107,6 +107,27 @@ def test_loss_decreases_on_repeated_example(tiny_model_dir, tmp_path):
     assert not (tmp_path / "ckpt").exists()  # checkpoints are removed once the adapter is written
 
 
+def test_one_padded_micro_batch_equals_accumulated_single_examples(tiny_model_dir, tmp_path):
+    """batch_size=2 x 1 equals batch_size=1 x 2 accumulation (gpu-small trains in micro-batches
+    of 8): right padding carries no labels, and both average the loss over the step's targets."""
+    examples = qa_examples(4)
+    for i, ex in enumerate(examples):  # different lengths, so a micro-batch of two needs padding
+        ex["documents"][0]["text"] += " It rains." * (3 * i)
+    no_dropout = replace(SETTINGS, lora={**SETTINGS.lora, "dropout": 0.0})
+    for name, settings in {"padded": replace(no_dropout, batch_size=2, gradient_accumulation=1),
+                           "accumulated": replace(no_dropout, batch_size=1, gradient_accumulation=2)}.items():
+        train_condition(examples=examples, model_dir=tiny_model_dir, model_settings=SPEC, settings=settings, seed=3,
+                        out_dir=tmp_path / name, checkpoint_dir=tmp_path / f"ck_{name}", device="cpu")
+    a, b = _adapter_tensors(tmp_path / "padded"), _adapter_tensors(tmp_path / "accumulated")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    ca = read_table(tmp_path / "padded" / "train_curve.parquet", "train_curve")
+    cb = read_table(tmp_path / "accumulated" / "train_curve.parquet", "train_curve")
+    assert len(ca) == len(cb) == 4
+    assert ca["loss"].tolist() == pytest.approx(cb["loss"].tolist(), rel=1e-4)
+    assert ca["target_tokens"].tolist() == cb["target_tokens"].tolist()
+
+
 def _adapter_tensors(path: Path):
     from safetensors.torch import load_file
 

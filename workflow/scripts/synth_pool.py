@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, required=True)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--vllm-settings", default="{}", help="JSON of the config's generation.vllm section")
+    parser.add_argument("--request-batch", type=int, default=32,
+                        help="requests per backend call (HF: one generate batch; also the resume unit)")
     parser.add_argument("--log", default=None)
     args = parser.parse_args()
 
@@ -38,7 +40,8 @@ def main() -> None:
                     generator_model=args.generator_model, backend=args.backend, seed=args.seed,
                     pool_size=args.pool_size, temperature=args.temperature, top_p=args.top_p,
                     max_new_tokens=args.max_new_tokens, dtype=args.dtype,
-                    vllm_settings=json.loads(args.vllm_settings), log_path=args.log)
+                    vllm_settings=json.loads(args.vllm_settings), request_batch=args.request_batch,
+                    log_path=args.log)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,9 @@ def generate_hf(examples, prompts, tokenizer, model_dir: str, model_settings: Ma
 
 def generate_vllm(prompts, tokenizer, model_dir: str, model_settings: Mapping[str, Any], adapters: Mapping[str, str],
                   max_new_tokens: int, vllm_settings: Mapping[str, Any], seed: int) -> dict[str, list]:
+    from synthctx.models.loading import prepare_vllm_cpu_environment
+
+    prepare_vllm_cpu_environment()
     from vllm import LLM
     from vllm.lora.request import LoRARequest
 

