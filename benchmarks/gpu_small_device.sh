@@ -5,9 +5,15 @@
 #
 #   bash benchmarks/gpu_small_device.sh setup WHEEL_DIR GGUF_FILE DATA_DIR   # once per machine
 #   bash benchmarks/gpu_small_device.sh run SECONDS [JOBS_PER_GPU]  # resumable: call again
+#   bash benchmarks/gpu_small_device.sh start [JOBS_PER_GPU]        # or: one detached run ...
+#   bash benchmarks/gpu_small_device.sh wait SECONDS                # ... polled until it ends
+#   bash benchmarks/gpu_small_device.sh collect OUT_DIR             # logs + tables as a tarball
 #
 # Each `run` stops after SECONDS (snakemake is interrupted and resumes next time with
 # --rerun-incomplete); the per-call wall times are appended to results/gpu_small_timing.tsv.
+# `start` runs the study detached from the calling shell, so it continues across the calls of a
+# lending tool that limits each command's duration; `wait` reports progress until it ends and
+# appends the run's start, end, seconds and exit status to the same file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -48,5 +54,38 @@ run)
     printf '%s\t%s\t%s\t%s\n' "$start" "$end" "$((end - start))" "$rc" >> results/gpu_small_timing.tsv
     tail -n 3 "results/gpu_small_run_$start.log"
     python3 -m snakemake -n --quiet --configfile config/gpu-small.yaml "$overlay" 2>&1 | tail -n 20 || true
+    ;;
+start)
+    per_gpu="${2:-6}"
+    mkdir -p results
+    date +%s > results/gpu_small_detached.start
+    rm -f results/gpu_small_detached.rc
+    setsid nohup bash -c "python3 -m snakemake --cores all --resources gpu=$per_gpu \
+        --configfile config/gpu-small.yaml '$overlay' --rerun-incomplete --keep-going \
+        > results/gpu_small_detached.log 2>&1; echo \$? > results/gpu_small_detached.rc; \
+        date +%s > results/gpu_small_detached.end" > /dev/null 2>&1 < /dev/null &
+    echo "started at $(cat results/gpu_small_detached.start)"
+    ;;
+wait)
+    deadline=$(( $(date +%s) + $2 ))
+    while [ ! -f results/gpu_small_detached.rc ] && [ "$(date +%s)" -lt "$deadline" ]; do
+        sleep 20
+        printf '%s s: %s\n' "$(( $(date +%s) - $(cat results/gpu_small_detached.start) ))" \
+            "$(grep -Eo '[0-9]+ of [0-9]+ steps \([0-9]+%\) done' results/gpu_small_detached.log | tail -n 1)"
+    done
+    if [ -f results/gpu_small_detached.rc ]; then
+        start=$(cat results/gpu_small_detached.start); end=$(cat results/gpu_small_detached.end)
+        rc=$(cat results/gpu_small_detached.rc)
+        printf '%s\t%s\t%s\t%s\n' "$start" "$end" "$((end - start))" "$rc" >> results/gpu_small_timing.tsv
+        echo "finished: $((end - start)) s, exit $rc"; tail -n 3 results/gpu_small_detached.log
+    else
+        echo "still running"; pgrep -f "snakemake --cores" > /dev/null || echo "but no snakemake process is left"
+    fi
+    ;;
+collect)
+    mkdir -p "$2"
+    tar czf "$2/gpu_small_outputs.tgz" results/gpu_small_* results/tables results/figures logs .snakemake/log \
+        2> /dev/null || true
+    ls -la "$2"
     ;;
 esac
