@@ -230,6 +230,16 @@ def test_high_variant_needs_valid_pool(pools, smollm_tokenizer):
     assert len(examples) == 2
 
 
+def test_unusable_pool_error_names_its_counts(pools, smollm_tokenizer):
+    # HF generate on an HF-only GPU node wrote 589 of 600 SummHay news documents as invalid JSON.
+    pool = pools["summhay"]
+    keep = pool.index[pool["kind"] == "news_document"][:2]  # as there, 2 documents survive
+    bad = pool.assign(status=["ok" if i in keep else "reject:bad_json" for i in pool.index])
+    with pytest.raises(ArtifactError, match=r"summhay/high_high: no valid example .*holds 2 usable of 36 documents "
+                                            r"\(usable by kind \{'news_document': 2\}; rejected \{'reject:bad_json': 34\}"):
+        build_variant("summhay", "high_high", bad, smollm_tokenizer, SEED, 2, BUDGET, 5, 2)
+
+
 def test_build_variant_files(pools, smollm_dir, tmp_path):
     from synthctx.schema import write_table
 

@@ -596,7 +596,13 @@ def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: 
         log.warning("%s/%s: only %d of %d examples after %d candidates (rejects %s)", task, variant, len(out),
                     examples, candidate, dict(rejects))
     if not out:
-        raise ArtifactError(f"{task}/{variant}: no valid example out of {candidate} candidates; rejects {dict(rejects)}")
+        usable = pool.loc[pool["status"] == "ok", "kind"].value_counts().to_dict() if "status" in pool else {}
+        failed = pool.loc[pool["status"] != "ok", "status"].value_counts().to_dict() if "status" in pool else {}
+        raise ArtifactError(
+            f"{task}/{variant}: no valid example out of {candidate} candidates; rejects {dict(rejects)}. The pool "
+            f"holds {sum(usable.values())} usable of {len(pool)} documents (usable by kind {usable}; rejected "
+            f"{failed}); a pool this thin means the generator could not follow the document format (HF generate "
+            f"cannot be constrained to the JSON kinds: generation.backend vllm can)")
     stats = dataset_stats(task, variant, out, lengths, rejects, candidate, dropped_total, len(sources))
     return out, stats
 
