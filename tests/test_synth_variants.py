@@ -14,8 +14,10 @@ from synthctx.synth.backends import GenerationParams
 from synthctx.synth.entities import EntityGenerator, Fact, chain_question
 from synthctx.synth.fake import FakeBackend
 from synthctx.synth.pool import generate_pool
-from synthctx.synth.variants import (FILLER_SENTENCES, SYMBOL_ALPHABET, VARIANTS, build_variant, build_variant_files,
-                                     fact_passage, filler_document, insert_sentence, sentences)
+from synthctx.synth.variants import (BUILDERS, FILLER_SENTENCES, SYMBOL_ALPHABET, VARIANTS, PoolView, Reject,
+                                     VariantSettings, build_variant, build_variant_files, fact_passage,
+                                     filler_document, finalize, fit_to_budget, insert_sentence, sentences,
+                                     without_last_droppable)
 
 SEED = 1234
 DOCS = {"mdqa": 5, "musique": 6, "summhay": 5}
@@ -238,6 +240,42 @@ def test_unusable_pool_error_names_its_counts(pools, smollm_tokenizer):
     with pytest.raises(ArtifactError, match=r"summhay/high_high: no valid example .*holds 2 usable of 36 documents "
                                             r"\(usable by kind \{'news_document': 2\}; rejected \{'reject:bad_json': 34\}"):
         build_variant("summhay", "high_high", bad, smollm_tokenizer, SEED, 2, BUDGET, 5, 2)
+
+
+def _fit_one_at_a_time(draft, settings, tokenizer, example_id):
+    """Reference: drop the last droppable document, re-measure, repeat."""
+    dropped = 0
+    while True:
+        example = finalize(draft, settings, example_id)
+        tokens = prompt_length(example, tokenizer)
+        if tokens <= settings.context_tokens:
+            return example, tokens, dropped
+        if not draft.droppable:
+            raise Reject("over_budget")
+        draft = without_last_droppable(draft, 1)
+        dropped += 1
+
+
+@pytest.mark.parametrize("task", sorted(DOCS))
+def test_bisected_budget_fit_equals_dropping_one_at_a_time(pools, smollm_tokenizer, task):
+    import random
+
+    outcomes = []
+    for budget in (300, 450, 700):
+        settings = VariantSettings(task, "low_low", SEED, 4, budget, DOCS[task] + 6, 2)
+        builder = BUILDERS[task](settings, PoolView.from_frame(pools[task]))
+        for candidate in range(4):
+            draft = builder.build(candidate, random.Random(candidate))
+            try:
+                expected = _fit_one_at_a_time(draft, settings, smollm_tokenizer, "x")
+            except Reject:
+                with pytest.raises(Reject):
+                    fit_to_budget(draft, settings, smollm_tokenizer, "x")
+                outcomes.append("over")
+                continue
+            assert fit_to_budget(draft, settings, smollm_tokenizer, "x") == expected
+            outcomes.append(expected[2])
+    assert any(isinstance(o, int) and o > 1 for o in outcomes), outcomes  # the search had work to do
 
 
 def test_build_variant_files(pools, smollm_dir, tmp_path):

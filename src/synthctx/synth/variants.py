@@ -534,23 +534,46 @@ def check_draft(draft: Draft, task: str) -> None:
         raise Reject("hop_not_derivable")
 
 
+def without_last_droppable(draft: Draft, count: int) -> Draft:
+    """``draft`` minus its last ``count`` droppable documents, the order budget fitting drops them in."""
+    if count == 0:
+        return draft
+    victims = set(draft.droppable[len(draft.droppable) - count:])
+    keep = [i for i in range(len(draft.documents)) if i not in victims]
+    remap = {old: new for new, old in enumerate(keep)}
+    return Draft([draft.documents[i] for i in keep], [remap[g] for g in draft.gold],
+                 [(remap[i], a, b, k) for i, a, b, k in draft.needles], draft.question, draft.answers,
+                 draft.target, draft.meta, [remap[i] for i in draft.droppable if i not in victims], draft.forbidden)
+
+
 def fit_to_budget(draft: Draft, settings: VariantSettings, tokenizer, example_id: str) -> tuple[dict, int, int]:
-    """Drop distractors (last first) until prompt + target fit ``context_tokens``; (example, tokens, dropped)."""
-    dropped = 0
-    while True:
-        example = finalize(draft, settings, example_id)
-        tokens = prompt_length(example, tokenizer)
-        if tokens <= settings.context_tokens:
-            return example, tokens, dropped
-        if not draft.droppable:
-            raise Reject("over_budget")
-        victim = draft.droppable[-1]
-        keep = [i for i in range(len(draft.documents)) if i != victim]
-        remap = {old: new for new, old in enumerate(keep)}
-        draft = Draft([draft.documents[i] for i in keep], [remap[g] for g in draft.gold],
-                      [(remap[i], a, b, k) for i, a, b, k in draft.needles], draft.question, draft.answers,
-                      draft.target, draft.meta, [remap[i] for i in draft.droppable if i != victim], draft.forbidden)
-        dropped += 1
+    """Drop distractors (last first) until prompt + target fit ``context_tokens``; (example, tokens, dropped).
+
+    The fewest drops that fit, found by bisection: dropping a document never lengthens the
+    prompt, so about log2(n) tokenizations of the whole prompt replace one per dropped document
+    (MuSiQue drafts of 60 paragraphs: 7-11x faster, identical examples; BENCHMARKS.md).
+    """
+    measured: dict[int, tuple[dict, int]] = {}
+
+    def measure(count: int) -> tuple[dict, int]:
+        if count not in measured:
+            example = finalize(without_last_droppable(draft, count), settings, example_id)
+            measured[count] = (example, prompt_length(example, tokenizer))
+        return measured[count]
+
+    budget = settings.context_tokens
+    if measure(0)[1] <= budget:
+        return (*measure(0), 0)
+    fits, too_long = len(draft.droppable), 0  # invariant: too_long drops do not fit, `fits` drops would
+    if fits == 0 or measure(fits)[1] > budget:
+        raise Reject("over_budget")
+    while fits - too_long > 1:
+        middle = (fits + too_long) // 2
+        if measure(middle)[1] <= budget:
+            fits = middle
+        else:
+            too_long = middle
+    return (*measure(fits), fits)
 
 
 def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: int, examples: int,
