@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from synthctx.provenance import derived_seed
-from synthctx.synth.backends import (GenerationParams, HFBackend, VLLMBackend, extract_json, make_backend,
-                                     validate_json)
+from synthctx.synth.backends import (GenerationParams, HFBackend, VLLMBackend, extract_json, field_budgets,
+                                     make_backend, string_fields, string_value, validate_json)
 from synthctx.synth.pool import INSIGHT_SCHEMA, NEWS_SCHEMA, build_pool_file, generate_pool, validate_output
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,6 +175,36 @@ def test_hf_backend_embedded_model(smollm_dir):
     assert greedy[0].strip()
     info = backend.info()
     assert info["backend"] == "hf" and info["backend_version"]
+
+
+def test_json_value_helpers():
+    assert string_fields(NEWS_SCHEMA) == ["headline", "body"] and string_fields(INSIGHT_SCHEMA) == ["sentence"]
+    assert string_fields({"type": "object", "properties": {"n": {"type": "integer"}}}) == []
+    assert string_fields(None) == []
+    assert string_value('Fire in town" and more') == "Fire in town"
+    assert string_value('a \\"quoted\\" word" rest') == 'a "quoted" word'
+    assert string_value("cut off at the limit\\") == "cut off at the limit"
+    assert string_value("bad \\q escape") == "bad q escape"
+    assert field_budgets(["headline", "body"], 384) == {"headline": 32, "body": 352}
+    assert field_budgets(["sentence"], 72) == {"sentence": 72}
+
+
+def test_hf_backend_builds_json_for_string_schemas(smollm_dir):
+    import torch
+
+    torch.set_num_threads(1)
+    backend = make_backend("hf", str(smollm_dir), batch_size=2)
+    params = GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=64, seed=5, json_schema=NEWS_SCHEMA)
+    prompts = ['Write a short news report as JSON with the fields "headline" and "body": a fire in Oakville.',
+               'Write a short news report as JSON with the fields "headline" and "body": a council election.']
+    first = backend.generate(prompts, params, request_ids=["n1", "n2"])
+    assert backend.generate(prompts, params, request_ids=["n1", "n2"]) == first
+    for text in first:
+        obj, reason = validate_json(text, NEWS_SCHEMA)
+        assert reason is None and list(obj) == ["headline", "body"]
+        # The body's first 48 tokens cannot close the string: a real paragraph, not a phrase.
+        assert len(backend.tokenizer(obj["body"], add_special_tokens=False)["input_ids"]) >= 40
+        assert len(obj["headline"]) < len(obj["body"])
 
 
 VLLM_SCRIPT = r"""

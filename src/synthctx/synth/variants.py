@@ -624,8 +624,8 @@ def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: 
         raise ArtifactError(
             f"{task}/{variant}: no valid example out of {candidate} candidates; rejects {dict(rejects)}. The pool "
             f"holds {sum(usable.values())} usable of {len(pool)} documents (usable by kind {usable}; rejected "
-            f"{failed}); a pool this thin means the generator could not follow the document format (HF generate "
-            f"cannot be constrained to the JSON kinds: generation.backend vllm can)")
+            f"{failed}); a pool this thin means the generator did not follow the document prompts (see the "
+            f"pool job's log)")
     stats = dataset_stats(task, variant, out, lengths, rejects, candidate, dropped_total, len(sources))
     return out, stats
 
