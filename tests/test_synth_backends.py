@@ -247,3 +247,30 @@ def test_vllm_backend_real(smollm_dir, tmp_path):
     assert result["again"][0] == result["prose"][1]
     assert result["parsed"] is not None and result["parsed"]["sentence"].strip()
     assert result["info"]["backend"] == "vllm" and result["info"]["backend_version"]
+
+
+def test_vllm_cpu_environment_only_on_cpu_builds_and_never_overrides(monkeypatch):
+    import importlib.metadata
+    import os
+
+    from synthctx.models.loading import prepare_vllm_cpu_environment
+
+    keys = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND")
+    real_version = importlib.metadata.version
+
+    def version(installed):
+        def lookup(name):
+            if name == "vllm-cpu" and not installed:
+                raise importlib.metadata.PackageNotFoundError(name)
+            return "0.32.0" if name == "vllm-cpu" else real_version(name)
+        return lookup
+
+    for key in keys:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(importlib.metadata, "version", version(False))
+    assert prepare_vllm_cpu_environment() == {}  # a GPU build keeps vLLM's defaults
+    assert not any(key in os.environ for key in keys)
+    monkeypatch.setattr(importlib.metadata, "version", version(True))
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")  # the user's binding wins
+    assert prepare_vllm_cpu_environment() == {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
