@@ -79,8 +79,9 @@ def expected_counts(config: dict, name: str) -> dict[str, int]:
         # head scores for every trained condition and the base model
         "heads": n_models * n_tasks * (trained + 1),
         "niah_heads": n_models,
-        # activation patching per synthetic variant
-        "patching": n_models * n_tasks * len(study["synthetic_conditions"]),
+        # knockout and activation patching for the conditions the causal section names
+        "knockout": n_models * n_tasks * len(config["causal"]["knockout_conditions"]),
+        "patching": n_models * n_tasks * len(config["causal"]["patch_conditions"]),
         "all": 1,
     }
     if name == "paper":
