@@ -342,7 +342,7 @@ class HFBackend(Backend):
             for row, piece in enumerate(pieces):
                 value = string_value(starts[row] + piece)
                 values[row][key] = value
-                prefixes[row] += json.dumps(value)[1:]  # the value as JSON, closing quote included
+                prefixes[row] += json.dumps(value, ensure_ascii=False)[1:]  # the value as JSON, closing quote included
         return [json.dumps(v, ensure_ascii=False) for v in values]
 
     def info(self):
