@@ -237,8 +237,9 @@ def test_unusable_pool_error_names_its_counts(pools, smollm_tokenizer):
     pool = pools["summhay"]
     keep = pool.index[pool["kind"] == "news_document"][:2]  # as there, 2 documents survive
     bad = pool.assign(status=["ok" if i in keep else "reject:bad_json" for i in pool.index])
-    with pytest.raises(ArtifactError, match=r"summhay/high_high: no valid example .*holds 2 usable of 36 documents "
-                                            r"\(usable by kind \{'news_document': 2\}; rejected \{'reject:bad_json': 34\}"):
+    expected = (r"summhay/high_high: no valid example .*holds 2 usable of 36 documents "
+                r"\(usable by kind \{'news_document': 2\}; rejected \{'reject:bad_json': 34\}")
+    with pytest.raises(ArtifactError, match=expected):
         build_variant("summhay", "high_high", bad, smollm_tokenizer, SEED, 2, BUDGET, 5, 2)
 
 

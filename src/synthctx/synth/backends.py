@@ -247,7 +247,8 @@ class HFBackend(Backend):
         """Ids of the vocabulary entries whose text contains a double quote (cached)."""
         if self._quotes is None:
             vocab = self.tokenizer.get_vocab()
-            self._quotes = sorted(i for tok, i in vocab.items() if '"' in self.tokenizer.convert_tokens_to_string([tok]))
+            text = self.tokenizer.convert_tokens_to_string
+            self._quotes = sorted(i for tok, i in vocab.items() if '"' in text([tok]))
         return self._quotes
 
     def _stop_ids(self) -> list[int]:
@@ -335,14 +336,16 @@ class HFBackend(Backend):
             # Left free, a small model closes a body after a headline-like phrase: its first
             # tokens are sampled with every quote-bearing token barred, the rest up to the quote.
             head = min(MIN_VALUE_TOKENS.get(key, 0), budgets[key])
-            starts = self._continue(prefixes, params, head, suppress=self._quote_tokens()) if head else [""] * len(texts)
+            starts = (self._continue(prefixes, params, head, suppress=self._quote_tokens()) if head
+                      else [""] * len(texts))
             prefixes = [p + start for p, start in zip(prefixes, starts)]
             pieces = self._continue(prefixes, params, budgets[key] - head, stop_strings=['"']) \
                 if budgets[key] > head else [""] * len(texts)
             for row, piece in enumerate(pieces):
                 value = string_value(starts[row] + piece)
                 values[row][key] = value
-                prefixes[row] += json.dumps(value, ensure_ascii=False)[1:]  # the value as JSON, closing quote included
+                # The value as JSON, closing quote included.
+                prefixes[row] += json.dumps(value, ensure_ascii=False)[1:]
         return [json.dumps(v, ensure_ascii=False) for v in values]
 
     def info(self):
