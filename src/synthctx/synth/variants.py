@@ -619,8 +619,9 @@ def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: 
         log.warning("%s/%s: only %d of %d examples after %d candidates (rejects %s)", task, variant, len(out),
                     examples, candidate, dict(rejects))
     if not out:
-        usable = pool.loc[pool["status"] == "ok", "kind"].value_counts().to_dict() if "status" in pool else {}
-        failed = pool.loc[pool["status"] != "ok", "status"].value_counts().to_dict() if "status" in pool else {}
+        ok = pool["status"] == "ok"  # PoolView already read every row's status
+        usable = pool.loc[ok, "kind"].value_counts().to_dict()
+        failed = pool.loc[~ok, "status"].value_counts().to_dict()
         raise ArtifactError(
             f"{task}/{variant}: no valid example out of {candidate} candidates; rejects {dict(rejects)}. The pool "
             f"holds {sum(usable.values())} usable of {len(pool)} documents (usable by kind {usable}; rejected "
