@@ -10,6 +10,7 @@ def eval_settings(wildcards):
         "model": wildcards.model,
         "model_spec": {k: spec.get(k) for k in ("dtype", "attn_implementation", "rope_theta", "context_tokens")},
         "max_new_tokens": config["evaluate"]["max_new_tokens"][wildcards.task],
+        "batch_size": config["evaluate"]["batch_size"],
         "vllm": {k: config["generation"]["vllm"][k] for k in ("gpu_memory_utilization", "enforce_eager")},
         "seed": config["study"]["seed"],
     }

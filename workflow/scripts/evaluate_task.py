@@ -19,7 +19,7 @@ def parse_args(argv=None):
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--adapter", action="append", default=[], metavar="CONDITION=DIR",
                         help="a trained adapter (repeatable)")
-    parser.add_argument("--settings", required=True, help="JSON: model_spec, max_new_tokens, vllm, seed, model")
+    parser.add_argument("--settings", required=True, help="JSON: model_spec, max_new_tokens, batch_size, vllm, seed, model")
     parser.add_argument("--backend", choices=["vllm", "hf"], required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--log", default=None)
@@ -38,7 +38,7 @@ def main(argv=None):
         eval_path=args.eval, model_dir=args.model_dir, model_settings=settings["model_spec"], adapters=adapters,
         max_new_tokens=int(settings["max_new_tokens"]), backend=args.backend, out_path=args.out,
         run_info={"model": settings.get("model")}, vllm_settings=settings.get("vllm"), seed=int(settings["seed"]),
-        log_path=args.log,
+        batch_size=int(settings.get("batch_size", 8)), log_path=args.log,
     )
     log.info("wrote %d predictions to %s", len(frame), args.out)
 
