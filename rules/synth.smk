@@ -22,6 +22,8 @@ def synth_pool_params(wildcards):
         "top_p": gen["top_p"],
         "max_new_tokens": gen["max_new_tokens"],
         "request_batch": gen["request_batch"],
+        # SummHay sizes its topics for one haystack of news; the other pools do not depend on it.
+        "haystack_documents": config["data"]["summhay"]["num_documents"] if wildcards.task == "summhay" else 0,
         "dtype": model_spec(GENERATOR)["dtype"],
         "vllm": json.dumps(gen.get("vllm", {}), sort_keys=True) if SYNTH_ON_VLLM else "{}",
     }
@@ -55,6 +57,7 @@ rule synth_pool:
         " --top-p {params.settings[top_p]} --max-new-tokens {params.settings[max_new_tokens]}"
         " --dtype {params.settings[dtype]} --vllm-settings {params.settings[vllm]:q}"
         " --request-batch {params.settings[request_batch]}"
+        " --haystack-documents {params.settings[haystack_documents]}"
         " > {log:q} 2>&1"
 
 

@@ -308,3 +308,35 @@ def test_helpers():
     assert fact.sentence() == "The birthplace of Velmora Quist is Dranholt."
     article = "Velmora Quist is a poet. She likes tea. She was born in Dranholt. She moved away."
     assert fact_passage(article, fact) == "Velmora Quist is a poet. She likes tea. She was born in Dranholt."
+
+
+def test_summhay_topics_hold_a_haystack_of_news():
+    """Each SummHay topic gets news for one haystack (gpu-small: 20 documents per haystack once
+    found 8 news per topic and built no high-diversity example); small pools keep their plan."""
+    from collections import Counter
+
+    from synthctx.synth.pool import NEWS_PER_HAYSTACK_DOCUMENT, plan_pool
+
+    def news_per_topic(items):
+        return Counter(it["fields"]["topic_id"] for it in items if it["kind"] == "news_document")
+
+    big = plan_pool("summhay", 600, SEED, haystack_documents=20)
+    assert len(big) == 600
+    assert min(news_per_topic(big).values()) >= NEWS_PER_HAYSTACK_DOCUMENT * 20
+    assert len(news_per_topic(big)) == 600 // (8 + 30)  # 8 insights + 30 news per topic
+    # The default study (24 items, 4 documents per haystack) plans exactly what it did before.
+    assert plan_pool("summhay", 24, SEED, haystack_documents=4) == plan_pool("summhay", 24, SEED)
+    assert len(news_per_topic(plan_pool("summhay", 24, SEED))) == 1
+
+
+@pytest.mark.parametrize("haystack_documents", [None, 20])
+def test_summhay_diverse_haystacks_need_topic_sized_pools(smollm_tokenizer, tmp_path, haystack_documents):
+    pool, _ = generate_pool("summhay", FakeBackend(), GenerationParams(seed=SEED), 160, tmp_path, "fake",
+                            haystack_documents=haystack_documents)
+    if haystack_documents is None:  # 10 topics of 8 news each: no 20-document haystack
+        with pytest.raises(ArtifactError, match="pool_too_small"):
+            build_variant("summhay", "high_high", pool, smollm_tokenizer, SEED, 2, 8192, 20, 4)
+        return
+    examples, _ = build_variant("summhay", "high_high", pool, smollm_tokenizer, SEED, 2, 8192, 20, 4)
+    assert len(examples) == 2
+    assert all(len(ex["documents"]) == 20 for ex in examples)

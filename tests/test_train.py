@@ -21,6 +21,7 @@ from synthctx.train.lora import (
     attach_lora,
     micro_batch_plan,
     optimizer_steps,
+    target_token_loss,
     train_condition,
 )
 
@@ -126,6 +127,33 @@ def test_one_padded_micro_batch_equals_accumulated_single_examples(tiny_model_di
     assert len(ca) == len(cb) == 4
     assert ca["loss"].tolist() == pytest.approx(cb["loss"].tolist(), rel=1e-4)
     assert ca["target_tokens"].tolist() == cb["target_tokens"].tolist()
+
+
+@pytest.mark.parametrize("forward", ["labelled_rows", "windowed_full_forward"])
+def test_target_token_loss_equals_full_logits_loss(smollm_tokenizer, forward):
+    """The LM head on labelled positions only gives the loss and gradients of full logits over
+    every position, on right-padded rows whose targets start at different positions."""
+    model = attach_lora(tiny_llama(num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, vocab_size=64),
+                        replace(SETTINGS, lora={**SETTINGS.lora, "dropout": 0.0}), seed=0)
+    if forward == "windowed_full_forward":  # what a soft-capping model takes (Llama ignores the key)
+        model.get_base_model().config.final_logit_softcapping = 30.0
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 64, (3, 20), generator=gen)
+    labels = torch.full_like(ids, -100)
+    for row, (first, end) in enumerate([(5, 9), (12, 20), (16, 18)]):  # rows end at 9, 20, 18 (padded)
+        labels[row, first:end] = ids[row, first:end]
+    lora = [p for p in model.parameters() if p.requires_grad]
+
+    loss = target_token_loss(model, ids, labels)
+    grads = torch.autograd.grad(loss, lora)
+    logits = model(input_ids=ids).logits[:, :-1].float()
+    reference = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), labels[:, 1:].reshape(-1),
+                                                  ignore_index=-100, reduction="sum")
+    reference_grads = torch.autograd.grad(reference, lora)
+    assert int((labels != -100).sum()) == 4 + 8 + 2
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, reference_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
 def _adapter_tensors(path: Path):

@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--vllm-settings", default="{}", help="JSON of the config's generation.vllm section")
     parser.add_argument("--request-batch", type=int, default=32,
                         help="requests per backend call (HF: one generate batch; also the resume unit)")
+    parser.add_argument("--haystack-documents", type=int, default=None,
+                        help="SummHay: documents per haystack (sizes the pool's topics)")
     parser.add_argument("--log", default=None)
     args = parser.parse_args()
 
@@ -41,7 +43,7 @@ def main() -> None:
                     pool_size=args.pool_size, temperature=args.temperature, top_p=args.top_p,
                     max_new_tokens=args.max_new_tokens, dtype=args.dtype,
                     vllm_settings=json.loads(args.vllm_settings), request_batch=args.request_batch,
-                    log_path=args.log)
+                    haystack_documents=args.haystack_documents, log_path=args.log)
 
 
 if __name__ == "__main__":

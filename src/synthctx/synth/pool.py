@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -73,8 +74,27 @@ def clean_text(text: str) -> str:
 # ---------------------------------------------------------------- pool plan (what to generate)
 
 
-def plan_pool(task: str, pool_size: int, seed: int) -> list[dict[str, Any]]:
-    """The items of a task's pool: id, kind, prompt, fields; a pure function of the seed."""
+# SummHay news documents per topic, relative to a haystack's size: a high-diversity haystack
+# draws all its documents from one topic's news, some of which validation may reject.
+NEWS_PER_HAYSTACK_DOCUMENT = 1.5
+
+
+def summhay_topic_count(pool_size: int, haystack_documents: int | None) -> int:
+    """Topics of a SummHay pool: each gets its insights and enough news for one haystack.
+
+    Every topic holds 2 insights per aspect and at least as many news documents, and at least
+    ``NEWS_PER_HAYSTACK_DOCUMENT`` x ``haystack_documents`` (config data.summhay.num_documents).
+    """
+    insights = len(ASPECTS) * 2
+    news = max(insights, math.ceil(NEWS_PER_HAYSTACK_DOCUMENT * (haystack_documents or 0)))
+    return max(1, pool_size // (insights + news))
+
+
+def plan_pool(task: str, pool_size: int, seed: int, haystack_documents: int | None = None) -> list[dict[str, Any]]:
+    """The items of a task's pool: id, kind, prompt, fields; a pure function of its arguments.
+
+    ``haystack_documents`` (SummHay only): documents per haystack, which sizes the topics.
+    """
     gen = EntityGenerator(derived_seed(seed, "synth-entities", task))
     items: list[dict[str, Any]] = []
     if task in ("mdqa", "musique"):
@@ -94,8 +114,7 @@ def plan_pool(task: str, pool_size: int, seed: int) -> list[dict[str, Any]]:
             items.append({"pool_id": f"{task}-haystack{i:03d}", "kind": "haystack_article", "entity": entity,
                           "prompt": prompt, "fields": {"entity": entity, "entity_kind": kind}})
     elif task == "summhay":
-        insights_per_topic = len(ASPECTS) * 2
-        topics = [make_topic(gen, f"topic{t}") for t in range(max(1, pool_size // (2 * insights_per_topic)))]
+        topics = [make_topic(gen, f"topic{t}") for t in range(summhay_topic_count(pool_size, haystack_documents))]
         for topic in topics:
             for ins in topic.insights:
                 prompt = template("insight_prose").format(key=ins.key, number=ins.number, statement=ins.statement())
@@ -192,10 +211,11 @@ def item_params(item: Mapping[str, Any], params: GenerationParams) -> Generation
 # ---------------------------------------------------------------- resumable generation
 
 
-def settings_fingerprint(task: str, pool_size: int, params: GenerationParams, model: str) -> str:
+def settings_fingerprint(task: str, pool_size: int, params: GenerationParams, model: str,
+                         haystack_documents: int | None = None) -> str:
     payload = json.dumps({"task": task, "pool_size": pool_size, "temperature": params.temperature,
                           "top_p": params.top_p, "max_new_tokens": params.max_new_tokens, "seed": params.seed,
-                          "model": model}, sort_keys=True)
+                          "model": model, "haystack_documents": haystack_documents}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -241,11 +261,12 @@ def generate_pool(
     attempts: int = 2,
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
+    haystack_documents: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Generate (or resume) the pool of ``task``; returns the document_pool frame and run stats."""
-    items = plan_pool(task, pool_size, params.seed)
+    items = plan_pool(task, pool_size, params.seed, haystack_documents)
     shard = PartialShard(Path(partial_dir) / "pool.jsonl",
-                         settings_fingerprint(task, pool_size, params, generator_model))
+                         settings_fingerprint(task, pool_size, params, generator_model, haystack_documents))
     resumed = sum(1 for it in items if it["pool_id"] in shard.done)
     pending = [it for it in items if it["pool_id"] not in shard.done]
     log.info("%s pool: %d items planned, %d resumed from %s", task, len(items), resumed, shard.path)
@@ -292,7 +313,8 @@ def _pool_row(item, text, extra, reason, attempt) -> dict[str, Any]:
 def build_pool_file(task: str, out_path: str, model_dir: str, generator_model: str, backend: str, seed: int,
                     pool_size: int, temperature: float, top_p: float, max_new_tokens: int,
                     dtype: str = "float32", vllm_settings: Mapping[str, Any] | None = None,
-                    attempts: int = 2, request_batch: int = 32, log_path: str | None = None) -> dict[str, Any]:
+                    attempts: int = 2, request_batch: int = 32, haystack_documents: int | None = None,
+                    log_path: str | None = None) -> dict[str, Any]:
     """Generate (resuming if interrupted) ``results/synth/{task}/pool.parquet``; returns run stats."""
     import shutil
     import time
@@ -314,11 +336,14 @@ def build_pool_file(task: str, out_path: str, model_dir: str, generator_model: s
     engine_seconds = time.time() - started
     log.info("%s backend ready in %.1f s", backend, engine_seconds)
     stream = progress_stream(log_path)
-    with tqdm(total=len(plan_pool(task, pool_size, seed)), desc=f"pool {task}", file=stream) as bar:
+    with tqdm(total=len(plan_pool(task, pool_size, seed, haystack_documents)), desc=f"pool {task}",
+              file=stream) as bar:
         frame, stats = generate_pool(task, engine, params, pool_size, partial_dir, generator_model,
-                                     attempts=attempts, batch_size=request_batch, progress=bar.update)
+                                     attempts=attempts, batch_size=request_batch, progress=bar.update,
+                                     haystack_documents=haystack_documents)
     stats.update(engine_seconds=round(engine_seconds, 1), total_seconds=round(time.time() - started, 1))
     meta = provenance(seed=seed, generator_model=generator_model, task=task, pool_size=pool_size,
+                      haystack_documents=haystack_documents,
                       sampling={"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens},
                       attempts=attempts, request_batch=request_batch, stats=stats, **engine.info())
     write_table(frame, out, "document_pool", meta)

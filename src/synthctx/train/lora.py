@@ -224,6 +224,39 @@ def target_window(labels) -> int:
     return labels.size(1) - max(first - 1, 0)
 
 
+def _plain_lm_head(causal_lm) -> bool:
+    """Whether the logits are just the output embedding of the final hidden state (Llama, Mistral,
+    Qwen...): no logit scaling or soft-capping that only the model's own forward applies."""
+    config = causal_lm.config
+    return not (getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None)
+                or hasattr(causal_lm, "logit_scale"))
+
+
+def target_token_loss(model, ids, labels):
+    """Summed cross-entropy over the labelled tokens of a right-padded micro-batch.
+
+    The LM head (a 50-150K vocabulary) runs only on the positions that predict a label: a
+    micro-batch of rows of different lengths would otherwise project every position from the
+    earliest row's first target to the widest row's end (8 mixed MDQA rows: 16-21 GB of logits
+    and their gradients at 3-5K tokens, which ran shared GPUs out of memory). Models whose
+    forward rescales logits keep the windowed full forward.
+    """
+    import torch
+
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    shifted = labels[:, 1:]  # the label at position t is predicted from position t-1
+    if not _plain_lm_head(causal_lm):
+        keep = target_window(labels)
+        logits = model(input_ids=ids, logits_to_keep=keep).logits[:, :-1].float()
+        shifted = labels[:, labels.size(1) - keep + 1 :]
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="sum")
+    hidden = causal_lm.get_decoder()(input_ids=ids).last_hidden_state[:, :-1]
+    labelled = shifted != -100
+    logits = causal_lm.get_output_embeddings()(hidden[labelled]).float()  # (targets, vocab)
+    return torch.nn.functional.cross_entropy(logits, shifted[labelled], reduction="sum")
+
+
 def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
     warmup = int(math.ceil(total_steps * warmup_ratio))
 
@@ -363,14 +396,7 @@ def train_condition(
         loss_sum = 0.0
         for ids, labels in batches:
             ids, labels = ids.to(device), labels.to(device)
-            # Targets sit at the end of each row: project only the positions that predict them
-            # (the LM head over a 50-150K vocabulary is a large share of the compute otherwise).
-            keep = target_window(labels)
-            logits = model(input_ids=ids, logits_to_keep=keep).logits[:, :-1].float()
-            shifted = labels[:, labels.size(1) - keep + 1 :]
-            token_loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="sum"
-            )
+            token_loss = target_token_loss(model, ids, labels)
             # Token-level mean over the whole optimizer step, whatever the split into micro-batches.
             (token_loss / group_tokens).backward()
             loss_sum += float(token_loss.detach())
