@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_llama
-from synthctx.causal.decoding import greedy_decode
+from synthctx.causal.decoding import greedy_decode, greedy_decode_batch
 from synthctx.causal.interventions import (
     attention_modules,
     capture_head_outputs,
@@ -16,7 +16,7 @@ from synthctx.causal.interventions import (
     head_output_means,
     mask_heads,
 )
-from synthctx.causal.patching import HeadPatcher, patched_greedy_decode, patched_logits
+from synthctx.causal.patching import HeadPatcher, patched_greedy_decode, patched_greedy_decode_batch, patched_logits
 
 IDS = [3, 17, 5, 99, 42, 8, 64, 23, 11, 7]
 
@@ -203,3 +203,38 @@ def test_greedy_decode_matches_generate():
     assert ours == ref
     # stop token ends generation before it is emitted
     assert greedy_decode(model, IDS, 8, {ours[2]}) == ours[:ours.index(ours[2])]
+
+
+# Prompts of different lengths, so the batch is left-padded (pad id 0 also occurs as a token).
+BATCH_PROMPTS = [IDS, [9, 4, 0, 31], [50, 2, 77, 13, 6, 90, 21, 3, 44, 18, 27, 1, 65, 8], [12]]
+
+
+@pytest.mark.parametrize("sliding_window", [None, 5])
+@pytest.mark.parametrize("operator", [None, "uniform", "zero", "mean"])
+def test_batched_greedy_decoding_equals_one_prompt_at_a_time(operator, sliding_window):
+    """Left padding, the mask and position ids give each row what it gets alone, under every
+    knockout operator (the hooks act on padded positions too) and with a sliding window."""
+    model = tiny_llama(num_layers=3, seed=4, sliding_window=sliding_window)
+    means = head_output_means(model, BATCH_PROMPTS) if operator == "mean" else None
+    heads = [(0, 1), (2, 3)] if operator else []
+    with mask_heads(model, heads, operator or "zero", means):
+        alone = [greedy_decode(model, p, 7, set()) for p in BATCH_PROMPTS]
+        together = greedy_decode_batch(model, BATCH_PROMPTS, 7, set(), pad_id=0)
+        # A stop id ends its own row only; the others run on to max_new_tokens.
+        stop = {alone[1][2]}
+        alone_stopped = [greedy_decode(model, p, 7, stop) for p in BATCH_PROMPTS]
+        together_stopped = greedy_decode_batch(model, BATCH_PROMPTS, 7, stop, pad_id=0)
+    assert together == alone
+    assert together_stopped == alone_stopped
+    assert len(alone_stopped[1]) < 7 and any(len(a) == 7 for a in alone_stopped)
+
+
+def test_batched_patching_equals_one_prompt_at_a_time():
+    base = tiny_llama(num_layers=3, seed=5)
+    donor = _lora(copy.deepcopy(base), seed=31)
+    recipient = _lora(copy.deepcopy(base), seed=32)
+    for heads in ([], [(0, 1), (1, 3), (2, 0)], head_geometry(base).all_heads()):
+        alone = [patched_greedy_decode(donor, recipient, p, heads, 6, set()) for p in BATCH_PROMPTS]
+        assert patched_greedy_decode_batch(donor, recipient, BATCH_PROMPTS, heads, 6, set(), pad_id=0) == alone
+    # Every head patched: the recipient decodes as the donor does.
+    assert alone == [greedy_decode(donor, p, 6, set()) for p in BATCH_PROMPTS]

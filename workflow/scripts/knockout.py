@@ -29,6 +29,7 @@ run_knockout(
     random_draws=sm.params.random_draws,
     operator=sm.params.operator,
     examples=sm.params.examples,
+    batch_size=sm.params.batch_size,
     max_new_tokens=sm.params.max_new_tokens,
     seed=sm.params.seed,
     head_kind=sm.params.head_kind,

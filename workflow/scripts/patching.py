@@ -28,6 +28,7 @@ run_patching(
     recipient=sm.wildcards.synthetic,
     top_k=sm.params.top_k,
     examples=sm.params.examples,
+    batch_size=sm.params.batch_size,
     max_new_tokens=sm.params.max_new_tokens,
     seed=sm.params.seed,
     head_kind=sm.params.head_kind,

@@ -25,10 +25,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
-from synthctx.causal.decoding import decode_text, greedy_decode, stop_token_ids
+from synthctx.causal.decoding import decode_text, greedy_decode, greedy_decode_batch, stop_token_ids
 from synthctx.causal.head_sets import PATCH_SETS, knockout_random_heads, patch_head_sets, positive_ranking, ranked_heads
 from synthctx.causal.interventions import Head, head_geometry, head_output_means, mask_heads
-from synthctx.causal.patching import patched_greedy_decode
+from synthctx.causal.patching import patched_greedy_decode, patched_greedy_decode_batch
 from synthctx.provenance import derived_seed, provenance
 from synthctx.schema import read_table, write_table
 
@@ -65,14 +65,36 @@ def _progress(total: int, log_path: str | None, desc: str):
     return tqdm(total=total, desc=desc, file=progress_stream(log_path), mininterval=10)
 
 
-def _decode_all(decode: Callable[[Sequence[int]], list[int]], tokenizer, task, examples, prompts, base_row, bar):
+def _decode_all(decode: Callable[[Sequence[int]], list[int]],
+                decode_batch: Callable[[list[Sequence[int]]], list[list[int]]], batch_size: int,
+                tokenizer, task, examples, prompts, base_row, bar):
+    """Score every example's greedy answer; rows in example order.
+
+    ``batch_size`` 1 decodes each prompt alone (``decode``); more decodes length-sorted groups
+    together (``decode_batch``), which on a GPU costs about what one prompt does.
+    """
+    answers: list[list[int] | None] = [None] * len(prompts)
+    if batch_size <= 1:
+        for i, ids in enumerate(prompts):
+            answers[i] = decode(ids)
+            bar.update(1)
+    else:
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for i, answer in zip(chunk, decode_batch([prompts[i] for i in chunk])):
+                answers[i] = answer
+            bar.update(len(chunk))
     rows = []
-    for example, ids in zip(examples, prompts):
-        prediction = decode_text(tokenizer, decode(ids))
+    for example, answer in zip(examples, answers):
+        prediction = decode_text(tokenizer, answer)
         rows.append({**base_row, "example_id": example["example_id"], "prediction": prediction,
                      "score": _score(task, prediction, example)})
-        bar.update(1)
     return rows
+
+
+def _pad_id(tokenizer, stops: Sequence[int]) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(list(stops)[0])
 
 
 def _set_threads(threads: int | None) -> None:
@@ -92,7 +114,7 @@ def _load(model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None):
 def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None, eval_path: str,
                  head_scores_path: str, out_path: str, model_name: str, task: str, condition: str,
                  top_k: int, random_exclude_top: int, random_draws: int, operator: str, examples: int,
-                 max_new_tokens: int, seed: int, head_kind: str = "retrieval",
+                 max_new_tokens: int, seed: int, head_kind: str = "retrieval", batch_size: int = 1,
                  log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
     """Knockout of a model's own top-K retrieval heads vs random heads (Figure 4)."""
     from synthctx.models.loading import load_tokenizer
@@ -107,6 +129,7 @@ def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: st
                          f"model has {geometry.num_layers * geometry.num_heads}")
     exs, prompts = load_eval_prompts(eval_path, tokenizer, examples, task)
     stops = stop_token_ids(tokenizer)
+    pad_id = _pad_id(tokenizer, stops)
     means = head_output_means(model, prompts) if operator == "mean" else None
 
     # Only heads that retrieved at all count as retrieval heads (as in synthctx.analysis): with
@@ -127,15 +150,17 @@ def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: st
             base_row = {"model": model_name, "task": task, "condition": condition, "intervention": intervention,
                         "draw": draw, "heads": _heads_json(heads)}
             with mask_heads(model, heads, operator, means):
-                rows += _decode_all(lambda ids: greedy_decode(model, ids, max_new_tokens, stops),
-                                    tokenizer, task, exs, prompts, base_row, bar)
+                rows += _decode_all(
+                    lambda ids: greedy_decode(model, ids, max_new_tokens, stops),
+                    lambda batch: greedy_decode_batch(model, batch, max_new_tokens, stops, pad_id),
+                    batch_size, tokenizer, task, exs, prompts, base_row, bar)
             log.info("%s draw %d: mean score %.3f", intervention, draw,
                      sum(r["score"] for r in rows[-len(exs):]) / len(exs))
     frame = pd.DataFrame(rows)
     write_table(frame, out_path, "intervention_predictions", provenance(
         seed=seed, model=model_name, task=task, condition=condition, operator=operator, top_k=top_k,
         random_exclude_top=random_exclude_top, random_draws=random_draws, head_kind=head_kind,
-        max_new_tokens=max_new_tokens, seconds=round(time.perf_counter() - started, 1)))
+        max_new_tokens=max_new_tokens, batch_size=batch_size, seconds=round(time.perf_counter() - started, 1)))
     return frame
 
 
@@ -143,7 +168,7 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
                  recipient_adapter: str | None, eval_path: str, donor_scores_path: str,
                  recipient_scores_path: str, out_path: str, model_name: str, task: str, recipient: str,
                  top_k: int, examples: int, max_new_tokens: int, seed: int, head_kind: str = "retrieval",
-                 log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
+                 batch_size: int = 1, log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
     """Patch the Real (Full) model's heads into a synthetic-data model (Table 3)."""
     from synthctx.models.loading import load_tokenizer
 
@@ -162,6 +187,7 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
                            derived_seed(seed, "patch_random", model_name, task, recipient))
     exs, prompts = load_eval_prompts(eval_path, tokenizer, examples, task)
     stops = stop_token_ids(tokenizer)
+    pad_id = _pad_id(tokenizer, stops)
     runs = [("none", [])] + [(f"patch_{name}", sets[name]) for name in PATCH_SETS]
     log.info("patching %s/%s/%s: sets %s", model_name, task, recipient, {k: len(v) for k, v in sets.items()})
     rows = []
@@ -172,11 +198,14 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
                         "draw": 0, "heads": _heads_json(heads)}
             rows += _decode_all(
                 lambda ids: patched_greedy_decode(donor_model, recipient_model, ids, heads, max_new_tokens, stops),
-                tokenizer, task, exs, prompts, base_row, bar)
+                lambda batch: patched_greedy_decode_batch(donor_model, recipient_model, batch, heads, max_new_tokens,
+                                                          stops, pad_id),
+                batch_size, tokenizer, task, exs, prompts, base_row, bar)
             log.info("%s (%d heads): mean score %.3f", intervention, len(heads),
                      sum(r["score"] for r in rows[-len(exs):]) / len(exs))
     frame = pd.DataFrame(rows)
     write_table(frame, out_path, "intervention_predictions", provenance(
         seed=seed, model=model_name, task=task, condition=recipient, donor="real_full", top_k=top_k,
-        head_kind=head_kind, max_new_tokens=max_new_tokens, seconds=round(time.perf_counter() - started, 1)))
+        head_kind=head_kind, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        seconds=round(time.perf_counter() - started, 1)))
     return frame

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from synthctx.causal.decoding import CachedRunner, greedy_loop
+from synthctx.causal.decoding import BatchedRunner, CachedRunner, batched_greedy_loop, greedy_loop
 from synthctx.causal.interventions import (
     Head,
     attention_modules,
@@ -114,6 +114,22 @@ def patched_greedy_decode(donor, recipient, prompt_ids: Sequence[int], heads: It
     """Greedy decoding of the recipient with ``heads`` patched from the donor at every position."""
     with patched_runner(donor, recipient, heads) as step:
         return greedy_loop(step, prompt_ids, max_new_tokens, stop_ids)
+
+
+def patched_greedy_decode_batch(donor, recipient, prompts: Sequence[Sequence[int]], heads: Iterable[Sequence[int]],
+                                max_new_tokens: int, stop_ids: Iterable[int], pad_id: int) -> list[list[int]]:
+    """:func:`patched_greedy_decode` for several prompts decoded together (left-padded): donor
+    and recipient get the same padded ids, mask and positions, so the copied slices line up."""
+    donor_runner, recipient_runner = BatchedRunner(donor), BatchedRunner(recipient)
+    with HeadPatcher(donor, recipient, heads) as patcher:
+        if not patcher.heads:
+            return batched_greedy_loop(recipient_runner.step, prompts, max_new_tokens, stop_ids, pad_id)
+
+        def step(ids, mask, positions):
+            donor_runner.step(ids, mask, positions)
+            return recipient_runner.step(ids, mask, positions)
+
+        return batched_greedy_loop(step, prompts, max_new_tokens, stop_ids, pad_id)
 
 
 @torch.no_grad()

@@ -65,3 +65,69 @@ def greedy_loop(step: Callable[[Sequence[int]], torch.Tensor], prompt_ids: Seque
             break
         logits = step([token])
     return generated
+
+
+class BatchedRunner:
+    """Like :class:`CachedRunner`, for a left-padded batch: ``step(ids, mask, positions)``
+    feeds ``ids`` (B, T) at ``positions`` (B, T) with ``mask`` (B, all tokens so far) and
+    returns the last position's logits (B, V)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.cache = new_cache(model)
+        self.cache_kwarg = cache_keyword(model)
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1,
+                         **{self.cache_kwarg: self.cache})
+        return out.logits[:, -1]
+
+
+def batched_greedy_loop(step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                        prompts: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: Iterable[int],
+                        pad_id: int) -> list[list[int]]:
+    """:func:`greedy_loop` for several prompts at once, through a batched ``step`` (see
+    :class:`BatchedRunner`); returns each prompt's continuation, stop id excluded.
+
+    Prompts are left-padded; the mask hides the pads and position ids count real tokens only,
+    so each row sees what it would see alone (up to floating-point reduction order). A row that
+    has stopped is fed pads, masked out, until every row has stopped or ``max_new_tokens``.
+    A single-sequence decoder with hooks on every forward (knockout, patching) does ~30 forward
+    calls per answer at ~33 ms each on an H200 whatever the batch: batching is the speed-up.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("batched greedy decoding needs non-empty prompts")
+    stop = set(int(s) for s in stop_ids)
+    generated: list[list[int]] = [[] for _ in prompts]
+    if max_new_tokens <= 0:
+        return generated
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    next_position = positions[:, -1:] + 1
+    done = [False] * len(prompts)
+    logits = step(ids, mask, positions)
+    while True:
+        tokens = torch.argmax(logits, dim=-1).tolist()
+        for row, token in enumerate(tokens):
+            if done[row]:
+                continue
+            if token in stop:
+                done[row] = True
+                continue
+            generated[row].append(token)
+            done[row] = len(generated[row]) == max_new_tokens
+        if all(done):
+            return generated
+        alive = torch.tensor([not d for d in done], dtype=torch.long)[:, None]
+        feed = torch.where(alive.bool(), torch.tensor(tokens)[:, None], torch.full_like(alive, int(pad_id)))
+        mask = torch.cat([mask, alive], dim=1)
+        logits = step(feed, mask, next_position)
+        next_position = next_position + 1
