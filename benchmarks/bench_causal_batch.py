@@ -1,4 +1,5 @@
-"""Knockout and patching decodes: one example at a time vs groups (``causal.batch_size``).
+"""Knockout, patching and head-capture decodes: one example at a time vs groups
+(``causal.batch_size``, ``heads.batch_size``).
 
 Random weights of SmolLM2-135M's shape (``--preset``), bf16 on CUDA (fp32 on CPU), prompts of
 random ids of 45-100 % of ``--length`` tokens (seeded), exactly ``--new-tokens`` greedy tokens
@@ -6,7 +7,9 @@ each (no stop id, so every variant does the same work). Same model instances, sa
 
 - knockout: ``uniform`` knockout of 10 heads, ``greedy_decode`` per example vs
   ``greedy_decode_batch`` over groups of ``--batch``;
-- patching: two models in lockstep with 10 heads patched, per example vs batched.
+- patching: two models in lockstep with 10 heads patched, per example vs batched;
+- heads: greedy decoding with retrieval-head capture (``synthctx.heads.capture``), per example
+  vs batched (same tokens and argmax positions counted).
 
 Prints seconds per example, the speed-up, and how many examples decode to the same tokens in
 both modes (bf16 sums in a different order can flip a near-tie).
@@ -35,6 +38,7 @@ def main(argv=None):
     from synthctx.causal.decoding import greedy_decode, greedy_decode_batch
     from synthctx.causal.interventions import mask_heads
     from synthctx.causal.patching import patched_greedy_decode, patched_greedy_decode_batch
+    from synthctx.heads import capture
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="smollm2")
@@ -43,6 +47,8 @@ def main(argv=None):
     parser.add_argument("--examples", type=int, default=16)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--experiments", nargs="+", default=["knockout", "patching", "heads"],
+                        choices=["knockout", "patching", "heads"])
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -77,7 +83,12 @@ def main(argv=None):
         "patching": (lambda: [patched_greedy_decode(donor, recipient, p, heads, args.new_tokens, []) for p in prompts],
                      lambda: batched(lambda ps: patched_greedy_decode_batch(donor, recipient, ps, heads,
                                                                             args.new_tokens, [], 0))),
+        # DecodeResult -> (tokens, argmax): "same" means the same tokens and capture rows.
+        "heads": (lambda: [_key(capture.greedy_decode(recipient, p, args.new_tokens, [])) for p in prompts],
+                  lambda: batched(lambda ps: [_key(r) for r in capture.greedy_decode_batch(recipient, ps,
+                                                                                          args.new_tokens, [], 0)])),
     }
+    variants = {name: variants[name] for name in args.experiments}
     print("| experiment | mode | s / example | x one at a time | same tokens |")
     print("|---|---|---|---|---|")
     for name, (alone, together) in variants.items():
@@ -97,6 +108,10 @@ def main(argv=None):
             same = sum(a == b for a, b in zip(tokens, base[1]))
             print(f"| {name} | {mode} | {seconds / len(prompts):.3f} | {base[0] / seconds:.1f}x | "
                   f"{same}/{len(prompts)} |", flush=True)
+
+
+def _key(result):
+    return result.tokens, result.argmax.tolist()
 
 
 def _null():

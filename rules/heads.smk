@@ -38,7 +38,8 @@ rule heads:
         heads=lambda wc: {
             k: v
             for k, v in heads_settings().items()
-            if k in ("examples", "max_new_tokens", "success_only", "success_threshold", "token_match", "success_metric")
+            if k in ("examples", "max_new_tokens", "success_only", "success_threshold", "token_match", "success_metric",
+                     "batch_size")
         },
         seed=STUDY["seed"],
     script:
@@ -66,7 +67,7 @@ rule niah_heads:
         heads=lambda wc: {
             k: v
             for k, v in heads_settings().items()
-            if k in ("max_new_tokens", "success_only", "success_threshold", "token_match", "niah")
+            if k in ("max_new_tokens", "success_only", "success_threshold", "token_match", "niah", "batch_size")
         },
         seed=STUDY["seed"],
     script:

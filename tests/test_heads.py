@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_llama
-from synthctx.heads.capture import greedy_decode, query_rows_argmax
+from synthctx.heads.capture import greedy_decode, greedy_decode_batch, query_rows_argmax
 from synthctx.heads.retrieval import (
     HeadScoreAccumulator,
     PreparedExample,
@@ -213,6 +213,32 @@ def test_success_only_rule():
     assert HeadScoreAccumulator((1, 1)).scores().tolist() == [[0.0]]
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(num_layers=2, num_heads=4, num_kv_heads=2),  # Llama, GQA
+        dict(num_layers=2, num_heads=4, num_kv_heads=1, sliding_window=12),  # Mistral, window < sequence
+    ],
+)
+def test_batched_capture_equals_one_prompt_at_a_time(shape):
+    """Left-padded rows get their own tokens and argmax positions (pads never chosen, positions
+    counted without them), also when one row stops early."""
+    torch.manual_seed(2)
+    model = tiny_llama(**shape)
+    model.set_attn_implementation("sdpa")
+    prompts = [torch.randint(1, 128, (n,)).tolist() for n in (48, 30, 55, 20)]
+    alone = [greedy_decode(model, p, 10) for p in prompts]
+    stop = {alone[1].tokens[3]}
+    alone_stopped = [greedy_decode(model, p, 10, stop) for p in prompts]
+    for expected, stop_ids in ((alone, ()), (alone_stopped, stop)):
+        together = greedy_decode_batch(model, prompts, 10, stop_ids, pad_id=0)
+        for a, b in zip(together, expected):
+            assert (a.prompt_length, a.tokens, a.stopped_by) == (b.prompt_length, b.tokens, b.stopped_by)
+            assert torch.equal(a.argmax, b.argmax)
+    assert alone_stopped[1].stopped_by == "stop_token" and len(alone_stopped[1].tokens) < 10
+    assert model.config._attn_implementation == "sdpa"  # restored
+
+
 def test_detect_heads_success_only_and_all():
     model = tiny_llama(seed=7)
     prompts = [torch.randint(0, 128, (24,)).tolist() for _ in range(3)]
@@ -235,6 +261,9 @@ def test_detect_heads_success_only_and_all():
     singles = [detect_heads(model, Tok(), [p], max_new_tokens=5, success_only=False).scores["retrieval"] for p in prepared]
     np.testing.assert_allclose(only.scores["retrieval"], (singles[0] + singles[2]) / 2)
     np.testing.assert_allclose(every.scores["retrieval"], sum(singles) / 3)
+    batched = detect_heads(model, Tok(), prepared, max_new_tokens=5, success_only=True, scorer=scorer, batch_size=2)
+    np.testing.assert_array_equal(batched.scores["retrieval"], only.scores["retrieval"])
+    assert batched.per_example == only.per_example
 
 
 def test_prepare_summhay_example_spans(smollm_tokenizer):

@@ -156,7 +156,7 @@ def niah_examples(tokenizer, needle_indices: Sequence[int], lengths: Sequence[in
 
 
 def detect_niah_heads(model, tokenizer, examples: Sequence[NiahExample], *, max_new_tokens: int, success_only: bool,
-                      success_threshold: float, token_match: str = "exact", progress=None):
+                      success_threshold: float, token_match: str = "exact", progress=None, batch_size: int = 1):
     """Retrieval scores over NIAH examples (a :class:`~synthctx.heads.retrieval.DetectionResult`)."""
     from synthctx.heads.retrieval import PreparedExample, detect_heads
 
@@ -167,6 +167,7 @@ def detect_niah_heads(model, tokenizer, examples: Sequence[NiahExample], *, max_
         model, tokenizer, prepared, max_new_tokens=max_new_tokens, success_only=success_only,
         success_threshold=success_threshold, token_match=token_match,
         scorer=lambda prediction, ex: answer_recall(prediction, ex["answer"]), progress=progress,
+        batch_size=batch_size,
     )
 
 
@@ -192,6 +193,7 @@ def run_niah_heads(*, model_dir: str, outputs: Sequence[str], model_name: str, m
             model, tokenizer, examples, max_new_tokens=int(heads["max_new_tokens"]),
             success_only=bool(heads["success_only"]), success_threshold=float(heads["success_threshold"]),
             token_match=str(heads.get("token_match", "exact")), progress=progress_stream(log_path),
+            batch_size=int(heads.get("batch_size", 1)),
         )
         meta = provenance(seed=seed, model=model_name, needle_set=name, needles=indices, heads=dict(heads),
                           n_counted=result.n_examples, n_seen=result.n_seen,

@@ -214,20 +214,42 @@ def detect_heads(
     token_match: str = "exact",
     scorer: Callable[[str, Mapping[str, Any]], float] | None = None,
     progress=None,
+    batch_size: int = 1,
 ) -> DetectionResult:
-    """Decode every prepared example once and accumulate the scores of every head kind."""
+    """Decode every prepared example once and accumulate the scores of every head kind.
+
+    ``batch_size`` > 1 decodes length-sorted groups of examples together
+    (:func:`~synthctx.heads.capture.greedy_decode_batch`); scores are accumulated in example
+    order either way.
+    """
     from tqdm.auto import tqdm
 
-    from synthctx.heads.capture import greedy_decode, model_shape, stop_token_ids
+    from synthctx.heads.capture import greedy_decode, greedy_decode_batch, model_shape, stop_token_ids
 
     shape = model_shape(model)
     keys = TokenKeys(token_match, tokenizer)
     stops = stop_token_ids(tokenizer, model)
     kinds = sorted({k for p in prepared for k in p.spans})
     acc = {k: HeadScoreAccumulator(shape) for k in kinds}
+    decoded: list[Any] = [None] * len(prepared)
+    with tqdm(total=len(prepared), desc="heads", file=progress, mininterval=5) as bar:
+        if batch_size <= 1:
+            for i, item in enumerate(prepared):
+                decoded[i] = greedy_decode(model, item.prompt_ids, max_new_tokens, stops, capture=True)
+                bar.update(1)
+        else:
+            pad_id = getattr(tokenizer, "pad_token_id", None)
+            pad_id = pad_id if pad_id is not None else (sorted(stops) or [0])[0]
+            order = sorted(range(len(prepared)), key=lambda i: len(prepared[i].prompt_ids))
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                results = greedy_decode_batch(model, [prepared[i].prompt_ids for i in chunk], max_new_tokens, stops,
+                                              pad_id, capture=True)
+                for i, result in zip(chunk, results):
+                    decoded[i] = result
+                bar.update(len(chunk))
     per_example = []
-    for item in tqdm(prepared, desc="heads", file=progress, mininterval=5):
-        result = greedy_decode(model, item.prompt_ids, max_new_tokens, stops, capture=True)
+    for item, result in zip(prepared, decoded):
         prediction = tokenizer.decode(result.tokens, skip_special_tokens=True).strip()
         metric = scorer(prediction, item.example) if scorer else 1.0
         counts = (metric >= success_threshold) if success_only else True
@@ -316,6 +338,7 @@ def run_task_heads(
         token_match=str(heads.get("token_match", "exact")),
         scorer=default_scorer(task, success_metric_of(heads, task)),
         progress=progress_stream(log_path),
+        batch_size=int(heads.get("batch_size", 1)),
     )
     frame = head_scores_frame(model_name, task, condition, result)
     meta = provenance(

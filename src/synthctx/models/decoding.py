@@ -72,17 +72,19 @@ class BatchedRunner:
     feeds ``ids`` (B, T) at ``positions`` (B, T) with ``mask`` (B, all tokens so far) and
     returns the last position's logits (B, V)."""
 
-    def __init__(self, model):
+    def __init__(self, model, keep_all_keys: bool = False):
         self.model = model
-        self.cache = new_cache(model)
+        self.cache = new_cache(model, keep_all_keys)
         self.cache_kwarg = cache_keyword(model)
         self.device = next(model.parameters()).device
+        self.length = 0  # columns fed so far (pads included)
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1,
                          **{self.cache_kwarg: self.cache})
+        self.length += ids.shape[1]
         return out.logits[:, -1]
 
 
