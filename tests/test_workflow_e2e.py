@@ -50,8 +50,11 @@ def _tiny_config() -> dict:
     config["generation"].update(backend="hf", max_new_tokens=64, pool_size=12, examples_per_variant=2)
     config["train"].update(max_examples=2, epochs=1, gradient_accumulation=1, checkpoint_every=1)
     config["evaluate"].update(backend="hf", bootstrap_resamples=200, max_new_tokens={"mdqa": 6, "musique": 6, "summhay": 6})
-    config["heads"].update(examples=2, max_new_tokens=6, niah={"lengths": [128], "depths": [0.5], "needles_per_set": 1})
-    config["causal"].update(examples=2, random_draws=1, knockout_conditions=["real_full"], patch_conditions=["symbolic"])
+    # Grouped decoding (the GPU configs' path) for heads and the causal jobs; 1 is unit-tested.
+    config["heads"].update(examples=2, max_new_tokens=6, batch_size=2,
+                           niah={"lengths": [128], "depths": [0.5], "needles_per_set": 1})
+    config["causal"].update(examples=2, random_draws=1, batch_size=2, knockout_conditions=["real_full"],
+                            patch_conditions=["symbolic"])
     return config
 
 
