@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_training import PRESETS, TARGET_TOKENS, build_model  # noqa: E402
+from bench_training import PRESETS, TARGET_TOKENS, build_gpu_small_trainer  # noqa: E402
 
 ROWS = 8
 
@@ -58,7 +58,7 @@ def window_loss(model, ids, labels):
 def main(argv=None):
     import torch
 
-    from synthctx.train.lora import target_token_loss
+    from synthctx.train.lora import target_token_loss, target_window
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="smollm2")
@@ -73,16 +73,10 @@ def main(argv=None):
     print("| length (rows) | LM head on | positions projected | s / step | x window | peak GiB | x window | loss |")
     print("|---|---|---|---|---|---|---|---|")
     for length in args.lengths:
-        model = build_model(args.preset, length, args.device, dtype)
-        model.get_base_model().set_attn_implementation("sdpa")
-        model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        model, optimizer = build_gpu_small_trainer(args.preset, length, args.device, dtype)
         rng = random.Random(0)
         lengths = [rng.randint(int(0.45 * length), length) for _ in range(ROWS)]
         ids, labels = micro_batch(lengths, PRESETS[args.preset]["vocab_size"], args.device)
-        from synthctx.train.lora import target_window
-
         projected = {"window": ROWS * (target_window(labels) - 1), "labelled": int((labels != -100).sum())}
         results = {}
         variants = [("window", window_loss), ("labelled", target_token_loss)]

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_training import PRESETS, TARGET_TOKENS, build_model  # noqa: E402
+from bench_training import PRESETS, TARGET_TOKENS, build_gpu_small_trainer  # noqa: E402
 
 ROWS = 8
 
@@ -76,11 +76,7 @@ def main(argv=None):
     print("| length | micro-batches | mask | s / step | sequences / s | x 8 x batch 1 | peak GiB |")
     print("|---|---|---|---|---|---|---|")
     for length in args.lengths:
-        model = build_model(args.preset, length, args.device, dtype)
-        model.get_base_model().set_attn_implementation("sdpa")
-        model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        model, optimizer = build_gpu_small_trainer(args.preset, length, args.device, dtype)
         rng = random.Random(0)
         lengths = [rng.randint(int(0.9 * length), length) for _ in range(ROWS)]
         variants = [("8 x 1", 1, True), ("1 x 8", ROWS, True), ("1 x 8", ROWS, False)]

@@ -56,6 +56,18 @@ def build_model(preset: str, max_len: int, device: str, dtype):
     return get_peft_model(model, lora)
 
 
+def build_gpu_small_trainer(preset: str, max_len: int, device: str, dtype):
+    """``build_model`` set up as gpu-small trains (SDPA, gradient checkpointing, train mode),
+    with its AdamW optimizer over the LoRA weights."""
+    import torch
+
+    model = build_model(preset, max_len, device, dtype)
+    model.get_base_model().set_attn_implementation("sdpa")
+    model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+
 PATHS = {  # name: (fast attention + target-window logits, gradient checkpointing)
     "optimized": (True, True),
     "no_ckpt": (True, False),

@@ -58,7 +58,18 @@ class QueryRecorder:
         self.keys: list[torch.Tensor | None] = [None] * num_layers  # the full cache after the last step
         self.windows: list[int | None] = [None] * num_layers
         self.seen = [0] * num_layers  # calls per layer (a sanity check)
+        self.forwards = 0  # forward passes of the decode so far
         self.enabled = False
+
+    def counted(self, step):
+        """``step`` with the buffer row of each forward pass set before it runs."""
+
+        def counted_step(*args):
+            self.step = self.forwards
+            self.forwards += 1
+            return step(*args)
+
+        return counted_step
 
     def record(self, layer: int, query: torch.Tensor, key: torch.Tensor, sliding_window: int | None) -> None:
         if self.queries is None:
@@ -172,6 +183,22 @@ def attention_implementation(model, name: str):
         inner.set_attn_implementation(before)
 
 
+@contextlib.contextmanager
+def _capturing(model, recorder: QueryRecorder, base: str, capture: bool):
+    """``recorder`` receives the query rows while open (with ``capture``, under the capture
+    attention function wrapping ``base``); the model's attention is restored on exit."""
+    global _ACTIVE
+    ctx = attention_implementation(model, capture_implementation(base)) if capture else contextlib.nullcontext()
+    previous = _ACTIVE
+    _ACTIVE = recorder
+    recorder.enabled = capture
+    try:
+        with ctx:
+            yield
+    finally:
+        _ACTIVE = previous
+
+
 def _base_implementation(inner, requested: str | None) -> str:
     """The attention backend the capture function wraps (the model's own, unwrapped)."""
     base = requested or inner.config._attn_implementation
@@ -207,33 +234,17 @@ def greedy_decode(
     and is restored afterwards; the cache then keeps every key (no sliding-window trimming), which
     the deferred scoring needs.
     """
-    global _ACTIVE
     inner = unwrap_model(model)
     prompt = [int(t) for t in (input_ids.reshape(-1).tolist() if torch.is_tensor(input_ids) else input_ids)]
     num_layers, num_heads = model_shape(model)
     base = _base_implementation(inner, base_implementation)
     recorder = QueryRecorder(num_layers, max(1, max_new_tokens))
     runner = CachedRunner(inner, keep_all_keys=True)
-    forwards = 0
-
-    def step(ids):
-        nonlocal forwards
-        recorder.step = forwards
-        forwards += 1
-        return runner.step(ids)
-
-    ctx = attention_implementation(model, capture_implementation(base)) if capture else contextlib.nullcontext()
-    previous = _ACTIVE
-    _ACTIVE = recorder
-    recorder.enabled = capture
-    try:
-        with ctx:
-            tokens = greedy_loop(step, prompt, max_new_tokens, stop_ids)
-    finally:
-        _ACTIVE = previous
+    with _capturing(model, recorder, base, capture):
+        tokens = greedy_loop(recorder.counted(runner.step), prompt, max_new_tokens, stop_ids)
     stopped_by = "stop_token" if len(tokens) < max_new_tokens else "max_new_tokens"
     if capture and tokens:
-        argmax = recorded_argmax(recorder, len(prompt), len(tokens), forwards, runner.length)
+        argmax = recorded_argmax(recorder, len(prompt), len(tokens), recorder.forwards, runner.length)
     else:
         argmax = torch.empty((0, num_layers, num_heads), dtype=torch.long)
     return DecodeResult(len(prompt), tokens, argmax, stopped_by)
@@ -256,37 +267,21 @@ def greedy_decode_batch(
     floating-point reduction order. On a GPU a small model's decode step costs about the same
     for 1 or 16 rows.
     """
-    global _ACTIVE
     inner = unwrap_model(model)
     prompts = [[int(t) for t in p] for p in prompts]
     num_layers, num_heads = model_shape(model)
     base = _base_implementation(inner, base_implementation)
     recorder = QueryRecorder(num_layers, max(1, max_new_tokens))
     runner = BatchedRunner(inner, keep_all_keys=True)
-    forwards = 0
-
-    def step(ids, mask, positions):
-        nonlocal forwards
-        recorder.step = forwards
-        forwards += 1
-        return runner.step(ids, mask, positions)
-
-    ctx = attention_implementation(model, capture_implementation(base)) if capture else contextlib.nullcontext()
-    previous = _ACTIVE
-    _ACTIVE = recorder
-    recorder.enabled = capture
-    try:
-        with ctx:
-            outputs = batched_greedy_loop(step, prompts, max_new_tokens, stop_ids, pad_id)
-    finally:
-        _ACTIVE = previous
+    with _capturing(model, recorder, base, capture):
+        outputs = batched_greedy_loop(recorder.counted(runner.step), prompts, max_new_tokens, stop_ids, pad_id)
     width = max(len(p) for p in prompts)
     results = []
     for row, (prompt, tokens) in enumerate(zip(prompts, outputs)):
         stopped_by = "stop_token" if len(tokens) < max_new_tokens else "max_new_tokens"
         if capture and tokens:
             pads = width - len(prompt)
-            argmax = recorded_argmax(recorder, width, len(tokens), forwards, runner.length, row, pads) - pads
+            argmax = recorded_argmax(recorder, width, len(tokens), recorder.forwards, runner.length, row, pads) - pads
         else:
             argmax = torch.empty((0, num_layers, num_heads), dtype=torch.long)
         results.append(DecodeResult(len(prompt), tokens, argmax, stopped_by))
