@@ -29,6 +29,8 @@ from synthctx.causal.decoding import decode_text, greedy_decode, greedy_decode_b
 from synthctx.causal.head_sets import PATCH_SETS, knockout_random_heads, patch_head_sets, positive_ranking, ranked_heads
 from synthctx.causal.interventions import Head, head_geometry, head_output_means, mask_heads
 from synthctx.causal.patching import patched_greedy_decode, patched_greedy_decode_batch
+from synthctx.models.decoding import decode_in_groups
+from synthctx.models.loading import pad_token_id
 from synthctx.provenance import derived_seed, provenance
 from synthctx.schema import read_table, write_table
 
@@ -73,28 +75,13 @@ def _decode_all(decode: Callable[[Sequence[int]], list[int]],
     ``batch_size`` 1 decodes each prompt alone (``decode``); more decodes length-sorted groups
     together (``decode_batch``), which on a GPU costs about what one prompt does.
     """
-    answers: list[list[int] | None] = [None] * len(prompts)
-    if batch_size <= 1:
-        for i, ids in enumerate(prompts):
-            answers[i] = decode(ids)
-            bar.update(1)
-    else:
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            for i, answer in zip(chunk, decode_batch([prompts[i] for i in chunk])):
-                answers[i] = answer
-            bar.update(len(chunk))
+    answers = decode_in_groups(prompts, batch_size, decode, decode_batch, bar)
     rows = []
     for example, answer in zip(examples, answers):
         prediction = decode_text(tokenizer, answer)
         rows.append({**base_row, "example_id": example["example_id"], "prediction": prediction,
                      "score": _score(task, prediction, example)})
     return rows
-
-
-def _pad_id(tokenizer, stops: Sequence[int]) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(list(stops)[0])
 
 
 def _set_threads(threads: int | None) -> None:
@@ -129,7 +116,7 @@ def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: st
                          f"model has {geometry.num_layers * geometry.num_heads}")
     exs, prompts = load_eval_prompts(eval_path, tokenizer, examples, task)
     stops = stop_token_ids(tokenizer)
-    pad_id = _pad_id(tokenizer, stops)
+    pad_id = pad_token_id(tokenizer, stops)
     means = head_output_means(model, prompts) if operator == "mean" else None
 
     # Only heads that retrieved at all count as retrieval heads (as in synthctx.analysis): with
@@ -187,7 +174,7 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
                            derived_seed(seed, "patch_random", model_name, task, recipient))
     exs, prompts = load_eval_prompts(eval_path, tokenizer, examples, task)
     stops = stop_token_ids(tokenizer)
-    pad_id = _pad_id(tokenizer, stops)
+    pad_id = pad_token_id(tokenizer, stops)
     runs = [("none", [])] + [(f"patch_{name}", sets[name]) for name in PATCH_SETS]
     log.info("patching %s/%s/%s: sets %s", model_name, task, recipient, {k: len(v) for k, v in sets.items()})
     rows = []

@@ -91,20 +91,22 @@ class HeadPatcher:
 
 
 @contextlib.contextmanager
-def patched_runner(donor, recipient, heads: Iterable[Sequence[int]]) -> Iterator:
-    """A ``step(ids) -> recipient logits`` function running donor then patched recipient.
+def patched_runner(donor, recipient, heads: Iterable[Sequence[int]], runner=CachedRunner) -> Iterator:
+    """A ``step(...) -> recipient logits`` function running donor then patched recipient, each
+    through its own ``runner`` (:class:`CachedRunner`: one sequence; :class:`BatchedRunner`: a
+    left-padded batch, both models fed the same ids, mask and positions).
 
     Without heads the donor is not run at all (the plain recipient).
     """
-    donor_runner, recipient_runner = CachedRunner(donor), CachedRunner(recipient)
+    donor_runner, recipient_runner = runner(donor), runner(recipient)
     with HeadPatcher(donor, recipient, heads) as patcher:
         if not patcher.heads:
             yield recipient_runner.step
             return
 
-        def step(ids):
-            donor_runner.step(ids)
-            return recipient_runner.step(ids)
+        def step(*inputs):
+            donor_runner.step(*inputs)
+            return recipient_runner.step(*inputs)
 
         yield step
 
@@ -120,15 +122,7 @@ def patched_greedy_decode_batch(donor, recipient, prompts: Sequence[Sequence[int
                                 max_new_tokens: int, stop_ids: Iterable[int], pad_id: int) -> list[list[int]]:
     """:func:`patched_greedy_decode` for several prompts decoded together (left-padded): donor
     and recipient get the same padded ids, mask and positions, so the copied slices line up."""
-    donor_runner, recipient_runner = BatchedRunner(donor), BatchedRunner(recipient)
-    with HeadPatcher(donor, recipient, heads) as patcher:
-        if not patcher.heads:
-            return batched_greedy_loop(recipient_runner.step, prompts, max_new_tokens, stop_ids, pad_id)
-
-        def step(ids, mask, positions):
-            donor_runner.step(ids, mask, positions)
-            return recipient_runner.step(ids, mask, positions)
-
+    with patched_runner(donor, recipient, heads, BatchedRunner) as step:
         return batched_greedy_loop(step, prompts, max_new_tokens, stop_ids, pad_id)
 
 

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from synthctx.models.loading import END_OF_TURN_TOKENS, stop_token_ids  # noqa: F401 (re-exported)
+from synthctx.models.loading import END_OF_TURN_TOKENS, pad_token_id, stop_token_ids  # noqa: F401 (re-exported)
 
 log = logging.getLogger("synthctx.evaluate")
 
@@ -57,20 +57,15 @@ def greedy_decode_hf(model, tokenizer, prompts: Sequence[Sequence[int]], max_new
     """
     import torch
 
+    from synthctx.models.decoding import left_padded, length_sorted_groups  # imports torch
+
     stop = list(stop_ids) if stop_ids is not None else end_of_turn_ids(tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    pad_id = pad_token_id(tokenizer, stop)
     device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Generation | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            p = list(prompts[i])
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = 1
+    for chunk in length_sorted_groups(prompts, batch_size):
+        ids, mask = left_padded([prompts[i] for i in chunk], pad_id)
+        width = ids.shape[1]
         with torch.inference_mode():
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,

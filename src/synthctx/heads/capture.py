@@ -244,7 +244,7 @@ def greedy_decode(
         tokens = greedy_loop(recorder.counted(runner.step), prompt, max_new_tokens, stop_ids)
     stopped_by = "stop_token" if len(tokens) < max_new_tokens else "max_new_tokens"
     if capture and tokens:
-        argmax = recorded_argmax(recorder, len(prompt), len(tokens), recorder.forwards, runner.length)
+        argmax = recorded_argmax(recorder, len(prompt), len(tokens), runner.length)
     else:
         argmax = torch.empty((0, num_layers, num_heads), dtype=torch.long)
     return DecodeResult(len(prompt), tokens, argmax, stopped_by)
@@ -281,14 +281,14 @@ def greedy_decode_batch(
         stopped_by = "stop_token" if len(tokens) < max_new_tokens else "max_new_tokens"
         if capture and tokens:
             pads = width - len(prompt)
-            argmax = recorded_argmax(recorder, width, len(tokens), recorder.forwards, runner.length, row, pads) - pads
+            argmax = recorded_argmax(recorder, width, len(tokens), runner.length, row, pads) - pads
         else:
             argmax = torch.empty((0, num_layers, num_heads), dtype=torch.long)
         results.append(DecodeResult(len(prompt), tokens, argmax, stopped_by))
     return results
 
 
-def recorded_argmax(recorder: QueryRecorder, prompt_length: int, rows: int, forwards: int, last_length: int,
+def recorded_argmax(recorder: QueryRecorder, prompt_length: int, rows: int, last_length: int,
                     batch_row: int = 0, first_key: int = 0) -> torch.Tensor:
     """(rows, layers, heads) argmax positions of the first ``rows`` recorded query rows of one
     sequence of the batch (``batch_row``).
@@ -298,9 +298,9 @@ def recorded_argmax(recorder: QueryRecorder, prompt_length: int, rows: int, forw
     cache (``last_length`` keys) holds every key any of these rows can see. Keys before
     ``first_key`` (a left-padded row's pads) are never chosen; positions are cache indices.
     """
-    if any(seen != forwards for seen in recorder.seen) or recorder.queries is None:
+    if any(seen != recorder.forwards for seen in recorder.seen) or recorder.queries is None:
         raise RuntimeError(f"capture attention function was not called in every layer: {recorder.seen} "
-                           f"calls for {forwards} forward passes (is the model's attention a standard module?)")
+                           f"calls for {recorder.forwards} forward passes (is the model's attention a standard module?)")
     positions = torch.arange(rows) + (prompt_length - 1)
     per_layer = []
     for layer in range(recorder.num_layers):

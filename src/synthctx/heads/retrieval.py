@@ -225,29 +225,21 @@ def detect_heads(
     from tqdm.auto import tqdm
 
     from synthctx.heads.capture import greedy_decode, greedy_decode_batch, model_shape, stop_token_ids
+    from synthctx.models.decoding import decode_in_groups
+    from synthctx.models.loading import pad_token_id
 
     shape = model_shape(model)
     keys = TokenKeys(token_match, tokenizer)
     stops = stop_token_ids(tokenizer, model)
     kinds = sorted({k for p in prepared for k in p.spans})
     acc = {k: HeadScoreAccumulator(shape) for k in kinds}
-    decoded: list[Any] = [None] * len(prepared)
     with tqdm(total=len(prepared), desc="heads", file=progress, mininterval=5) as bar:
-        if batch_size <= 1:
-            for i, item in enumerate(prepared):
-                decoded[i] = greedy_decode(model, item.prompt_ids, max_new_tokens, stops, capture=True)
-                bar.update(1)
-        else:
-            pad_id = getattr(tokenizer, "pad_token_id", None)
-            pad_id = pad_id if pad_id is not None else (sorted(stops) or [0])[0]
-            order = sorted(range(len(prepared)), key=lambda i: len(prepared[i].prompt_ids))
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                results = greedy_decode_batch(model, [prepared[i].prompt_ids for i in chunk], max_new_tokens, stops,
-                                              pad_id, capture=True)
-                for i, result in zip(chunk, results):
-                    decoded[i] = result
-                bar.update(len(chunk))
+        decoded = decode_in_groups(
+            [item.prompt_ids for item in prepared], batch_size,
+            lambda prompt: greedy_decode(model, prompt, max_new_tokens, stops, capture=True),
+            lambda group: greedy_decode_batch(model, group, max_new_tokens, stops, pad_token_id(tokenizer, stops),
+                                              capture=True),
+            bar)
     per_example = []
     for item, result in zip(prepared, decoded):
         prediction = tokenizer.decode(result.tokens, skip_special_tokens=True).strip()

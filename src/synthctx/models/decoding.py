@@ -12,11 +12,13 @@ Batched evaluation uses HF ``generate`` instead (``synthctx.evaluate.generate``)
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import torch
 
 from synthctx.models.loading import base_model, cache_keyword
+
+T = TypeVar("T")
 
 
 def new_cache(model, keep_all_keys: bool = False):
@@ -88,6 +90,18 @@ class BatchedRunner:
         return out.logits[:, -1]
 
 
+def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, width) with each prompt right-aligned after ``pad_id`` pads, and the
+    attention mask (B, width) that hides the pads."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    return ids, mask
+
+
 def batched_greedy_loop(step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                         prompts: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: Iterable[int],
                         pad_id: int) -> list[list[int]]:
@@ -106,12 +120,7 @@ def batched_greedy_loop(step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor
     generated: list[list[int]] = [[] for _ in prompts]
     if max_new_tokens <= 0:
         return generated
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.as_tensor(list(prompt), dtype=torch.long)
-        mask[row, width - len(prompt):] = 1
+    ids, mask = left_padded(prompts, pad_id)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     next_position = positions[:, -1:] + 1
     done = [False] * len(prompts)
@@ -133,3 +142,29 @@ def batched_greedy_loop(step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor
         mask = torch.cat([mask, alive], dim=1)
         logits = step(feed, mask, next_position)
         next_position = next_position + 1
+
+
+def length_sorted_groups(prompts: Sequence[Sequence[int]], size: int) -> list[list[int]]:
+    """Indices of ``prompts`` in groups of at most ``size``, shortest first (least padding)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    return [order[start:start + size] for start in range(0, len(order), max(1, size))]
+
+
+def decode_in_groups(prompts: Sequence[Sequence[int]], batch_size: int, decode_one: Callable[[Sequence[int]], T],
+                     decode_group: Callable[[list[Sequence[int]]], list[T]], progress=None) -> list[T]:
+    """Every prompt's result, in prompt order: ``decode_one`` per prompt at ``batch_size`` 1 (the
+    single-sequence reference), else ``decode_group`` on length-sorted groups. ``progress``
+    (a tqdm bar) advances per prompt."""
+    results: list = [None] * len(prompts)
+    if batch_size <= 1:
+        for i, prompt in enumerate(prompts):
+            results[i] = decode_one(prompt)
+            if progress is not None:
+                progress.update(1)
+        return results
+    for group in length_sorted_groups(prompts, batch_size):
+        for i, result in zip(group, decode_group([prompts[i] for i in group])):
+            results[i] = result
+        if progress is not None:
+            progress.update(len(group))
+    return results

@@ -108,6 +108,13 @@ def model_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>", "</s>", "<end_of_turn>", "<|endoftext|>")
 
 
+def pad_token_id(tokenizer, stop_ids) -> int:
+    """The id that left-pads a decoding batch: the tokenizer's pad token, else its lowest stop
+    id (pads are masked, so any id the model knows will do)."""
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return int(pad) if pad is not None else min(int(s) for s in stop_ids)
+
+
 def stop_token_ids(tokenizer, model=None) -> set[int]:
     """End-of-sequence and end-of-turn ids of a tokenizer (and of the model's generation config)."""
     ids: set[int] = set()
