@@ -129,3 +129,33 @@ def test_analysis_entry_points(tmp_path):
                               output=str(tmp_path / "niah.md"))
     assert summary["overlap"] == 1 and summary["common"] == [(0, 0)]
     assert "Top-2 overlap: **1/2**" in (tmp_path / "niah.md").read_text()
+
+
+def test_reference_without_retrieval_heads_is_reported(tmp_path, caplog):
+    """A Real (Full) model that copied nothing (gpu-small's MuSiQue at 8K) has an all-zero head
+    vector: similarities to it are NaN, Table 2 says why its cells are n/a, and both jobs warn."""
+    from synthctx.analysis.run import run_similarity, run_table2
+
+    head_files = []
+    for task, real in (("mdqa", np.arange(12.0).reshape(3, 4)), ("musique", np.zeros((3, 4)))):
+        for cond, scores in (("real_full", real), ("high_high", np.ones((3, 4)))):
+            path = tmp_path / f"{task}_{cond}.parquet"
+            write_table(head_frame(task, cond, {"retrieval": scores}), path, "head_scores")
+            head_files.append(str(path))
+    preds = [dict(example_id="e", task=t, condition=c, prediction="x", score=0.5, metrics="{}", prompt_tokens=10,
+                  generated_tokens=2) for t in ("mdqa", "musique") for c in ("real_full", "high_high")]
+    write_table(pd.DataFrame(preds), tmp_path / "pred.parquet", "predictions")
+    with caplog.at_level("INFO", logger="synthctx.analysis"):
+        frame = run_similarity(model="m", head_files=head_files, prediction_files=[str(tmp_path / "pred.parquet")],
+                               top_k=3, threshold=0.5, output=str(tmp_path / "sim.parquet"))
+        run_table2(model="m", head_files=[f for f in head_files if f.endswith("real_full.parquet")],
+                   output=str(tmp_path / "t2.parquet"), markdown=str(tmp_path / "t2.md"))
+    musique = frame[frame["task"] == "musique"]
+    assert musique["cosine"].isna().all() and musique["recall_topk"].isna().all()
+    assert frame[frame["task"] == "mdqa"]["cosine"].notna().all()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("musique retrieval: the Real (Full) model has no head") for m in warnings)
+    assert any(m.startswith("musique: the Real (Full) model has no head") for m in warnings)
+    assert not any(m.startswith("mdqa") for m in warnings)
+    markdown = (tmp_path / "t2.md").read_text()
+    assert "| musique | n/a | n/a |" in markdown and "no head of musique scored above 0" in markdown

@@ -40,6 +40,7 @@ def run_similarity(*, model: str, head_files: Sequence[str], prediction_files: S
         per_condition = {c: f for (t, c), f in heads.items() if t == task}
         rows += sim.similarity_rows(model, task, per_condition, scores.get(task, {}), top_k, threshold)
     frame = pd.DataFrame(rows)
+    _log_similarity(frame)
     write_table(frame, output, "head_similarity", provenance(model=model, top_k=top_k, threshold=threshold))
     return frame
 
@@ -57,13 +58,32 @@ def run_correlations(*, similarity_path: str, synthetic: Sequence[str], output: 
     return frame
 
 
+def _log_similarity(frame: pd.DataFrame) -> None:
+    """One line per compared model; a warning where the reference has no retrieval head, since
+    every similarity to it is then undefined (NaN) and that task drops out of Figure 3."""
+    for row in frame.itertuples():
+        log.info("%s/%s %s: %d positive heads, cosine %.3f, recall top-k %.3f, score %.3f", row.task,
+                 row.condition, row.head_kind, row.positive_heads, row.cosine, row.recall_topk, row.score)
+    reference = frame[(frame["condition"] == "real_full") & (frame["positive_heads"] == 0)]
+    for row in reference.itertuples():
+        log.warning("%s %s: the Real (Full) model has no head with a positive score, so cosine and recall "
+                    "against it are undefined (NaN)", row.task, row.head_kind)
+
+
 def run_table2(*, model: str, head_files: Sequence[str], output: str, markdown: str) -> pd.DataFrame:
     """Table 2: cross-task cosine of the real_full models' head vectors, Parquet + Markdown."""
     heads = {task: frame for (task, _), frame in _read_heads(head_files).items()}
-    frame = pd.DataFrame(sim.cross_task_rows(model, sim.cross_task_vectors(heads)))
+    vectors = sim.cross_task_vectors(heads)
+    frame = pd.DataFrame(sim.cross_task_rows(model, vectors))
     write_table(frame, output, "cross_task", provenance(model=model))
+    empty = [name for name, vector in vectors.items() if sim.positive_heads(vector) == 0]
+    for name in empty:
+        log.warning("%s: the Real (Full) model has no head with a positive score; its cosines are n/a", name)
     text = (f"# Table 2: cross-task cosine similarity of retrieval-score vectors ({model}, Real (Full) models)\n\n"
             + sim.markdown_matrix(frame))
+    if empty:
+        text += (f"\nn/a: no head of {', '.join(empty)} scored above 0 (the model copied no needle token while "
+                 "decoding), so its cosine is undefined.\n")
     Path(markdown).write_text(text)
     return frame
 
@@ -84,7 +104,8 @@ def run_heatmap(*, model: str, task: str, head_files: Sequence[str], output: str
         if (heads[(task, c)]["head_kind"] == kind).any()
     }
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    heatmap_grid(matrices, conditions, kinds, f"{model} / {task}: retrieval score per layer x head", output)
+    heatmap_grid(matrices, conditions, kinds, f"{model} / {task}: retrieval score per layer x head", output,
+                 task=task)
 
 
 def niah_summary(set1: pd.DataFrame, set2: pd.DataFrame, top_k: int) -> dict:

@@ -97,6 +97,12 @@ def plot_figure4(summary: pd.DataFrame, path: str, title: str = "") -> None:
             # Percentile intervals need not be centred on the mean: clip so matplotlib accepts them.
             err = np.clip(np.vstack([drop + rows["ci_high"].to_numpy(), -rows["ci_low"].to_numpy() - drop]), 0, None)
             ax.bar(x + offset, drop, width=0.4, label=label, color=color, yerr=err, capsize=3)
+            if intervention == "knockout_topk":
+                # a model without retrieval heads has nothing to knock out: say so instead of a zero bar
+                for position, n_heads in zip(x, rows["n_heads"].to_numpy()):
+                    if n_heads == 0:
+                        ax.annotate("no retrieval\nheads", (position, 0), xytext=(0, 6), textcoords="offset points",
+                                    ha="center", fontsize=7, color="tab:gray")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(x, [CONDITION_LABELS.get(c, c) for c in conditions], rotation=35, ha="right")
         ax.set_title(TASK_LABELS.get(task, task))
