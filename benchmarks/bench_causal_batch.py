@@ -83,14 +83,14 @@ def main(argv=None):
         "patching": (lambda: [patched_greedy_decode(donor, recipient, p, heads, args.new_tokens, []) for p in prompts],
                      lambda: batched(lambda ps: patched_greedy_decode_batch(donor, recipient, ps, heads,
                                                                             args.new_tokens, [], 0))),
-        # DecodeResult -> (tokens, argmax): "same" means the same tokens and capture rows.
+        # DecodeResult -> (tokens, argmax rows); tokens and argmax positions are compared apart.
         "heads": (lambda: [_key(capture.greedy_decode(recipient, p, args.new_tokens, [])) for p in prompts],
                   lambda: batched(lambda ps: [_key(r) for r in capture.greedy_decode_batch(recipient, ps,
                                                                                           args.new_tokens, [], 0)])),
     }
     variants = {name: variants[name] for name in args.experiments}
-    print("| experiment | mode | s / example | x one at a time | same tokens |")
-    print("|---|---|---|---|---|")
+    print("| experiment | mode | s / example | x one at a time | same tokens | same argmax positions |")
+    print("|---|---|---|---|---|---|")
     for name, (alone, together) in variants.items():
         timed = {}
         for mode, fn in (("one at a time", alone), (f"batch {args.batch}", together)):
@@ -104,14 +104,22 @@ def main(argv=None):
                     torch.cuda.synchronize()
             timed[mode] = (time.perf_counter() - start, tokens)
         base = timed["one at a time"]
-        for mode, (seconds, tokens) in timed.items():
-            same = sum(a == b for a, b in zip(tokens, base[1]))
+        for mode, (seconds, outputs) in timed.items():
+            tokens, argmax = (zip(*outputs) if name == "heads" else (outputs, None))
+            same = sum(a == b for a, b in zip(tokens, [o[0] for o in base[1]] if name == "heads" else base[1]))
+            # Heads: share of (step, layer, head) argmax positions that agree, over the examples
+            # whose tokens agree (random weights give near-uniform attention, so bf16 order flips ties).
+            agree = "-"
+            if argmax is not None:
+                pairs = [(a, b[1]) for a, b, t in zip(argmax, base[1], tokens) if t == b[0]]
+                total = sum(a.size for a, _ in pairs)
+                agree = f"{sum(int((a == b).sum()) for a, b in pairs) / total:.3f}" if total else "n/a"
             print(f"| {name} | {mode} | {seconds / len(prompts):.3f} | {base[0] / seconds:.1f}x | "
-                  f"{same}/{len(prompts)} |", flush=True)
+                  f"{same}/{len(prompts)} | {agree} |", flush=True)
 
 
 def _key(result):
-    return result.tokens, result.argmax.tolist()
+    return result.tokens, result.argmax.cpu().numpy()
 
 
 def _null():
