@@ -43,7 +43,7 @@ evaluate:
 YAML
     ;;
 run)
-    limit="$2"; per_gpu="${3:-6}"
+    limit="$2"; per_gpu="${3:-8}"
     mkdir -p results
     start=$(date +%s)
     rc=0
@@ -56,7 +56,7 @@ run)
     python3 -m snakemake -n --quiet --configfile config/gpu-small.yaml "$overlay" 2>&1 | tail -n 20 || true
     ;;
 start)
-    per_gpu="${2:-6}"
+    per_gpu="${2:-8}"
     mkdir -p results
     date +%s > results/gpu_small_detached.start
     rm -f results/gpu_small_detached.rc
