@@ -4,8 +4,9 @@ One optimizer step over one micro-batch of 8 right-padded rows whose lengths spr
 synthetic examples (45-100 % of the nominal length, seeded), each with its last 32 tokens as
 targets. Two ways to get the loss, same model instance, same run:
 
-- window: ``model(logits_to_keep=k)`` from the earliest row's first target to the widest row's end
-  (synthctx before session 4): with uneven rows that is thousands of positions per row;
+- window: ``synthctx.train.lora.window_loss``, ``model(logits_to_keep=k)`` from the earliest row's
+  first target to the widest row's end (every model before session 4; now only models that rescale
+  their logits): with uneven rows that is thousands of positions per row;
 - labelled: ``synthctx.train.lora.target_token_loss``: the decoder's last hidden state at the
   positions that predict a label, then the LM head on those rows only.
 
@@ -43,22 +44,10 @@ def micro_batch(lengths, vocab, device):
     return ids.to(device), labels.to(device)
 
 
-def window_loss(model, ids, labels):
-    import torch
-
-    from synthctx.train.lora import target_window
-
-    keep = target_window(labels)
-    logits = model(input_ids=ids, logits_to_keep=keep).logits[:, :-1].float()
-    shifted = labels[:, labels.size(1) - keep + 1:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), shifted.reshape(-1),
-                                             ignore_index=-100, reduction="sum")
-
-
 def main(argv=None):
     import torch
 
-    from synthctx.train.lora import target_token_loss, target_window
+    from synthctx.train.lora import target_token_loss, target_window, window_loss
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="smollm2")

@@ -46,16 +46,11 @@ def batches(lengths, vocab, device, micro: int):
 
 
 def step(model, optimizer, micro_batches, use_mask: bool):
-    import torch
+    from synthctx.train.lora import window_loss
 
     targets = sum(int((labels[:, 1:] != -100).sum()) for _, labels, _ in micro_batches)
     for ids, labels, mask in micro_batches:
-        first = int((labels != -100).any(dim=0).nonzero()[0])
-        keep = labels.size(1) - max(first - 1, 0)
-        logits = model(input_ids=ids, attention_mask=mask if use_mask else None, logits_to_keep=keep).logits[:, :-1]
-        shifted = labels[:, labels.size(1) - keep + 1:]
-        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), shifted.reshape(-1),
-                                                 ignore_index=-100, reduction="sum") / targets
+        loss = window_loss(model, ids, labels, attention_mask=mask if use_mask else None) / targets
         loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

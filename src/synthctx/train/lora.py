@@ -232,6 +232,18 @@ def _plain_lm_head(causal_lm) -> bool:
                 or hasattr(causal_lm, "logit_scale"))
 
 
+def window_loss(model, ids, labels, attention_mask=None):
+    """Summed cross-entropy from the model's own logits over the window :func:`target_window`
+    names: every position from the batch's earliest target to its end."""
+    import torch
+
+    keep = target_window(labels)
+    logits = model(input_ids=ids, attention_mask=attention_mask, logits_to_keep=keep).logits[:, :-1].float()
+    shifted = labels[:, labels.size(1) - keep + 1 :]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="sum")
+
+
 def target_token_loss(model, ids, labels):
     """Summed cross-entropy over the labelled tokens of a right-padded micro-batch.
 
@@ -244,13 +256,9 @@ def target_token_loss(model, ids, labels):
     import torch
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    shifted = labels[:, 1:]  # the label at position t is predicted from position t-1
     if not _plain_lm_head(causal_lm):
-        keep = target_window(labels)
-        logits = model(input_ids=ids, logits_to_keep=keep).logits[:, :-1].float()
-        shifted = labels[:, labels.size(1) - keep + 1 :]
-        return torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), shifted.reshape(-1), ignore_index=-100, reduction="sum")
+        return window_loss(model, ids, labels)
+    shifted = labels[:, 1:]  # the label at position t is predicted from position t-1
     hidden = causal_lm.get_decoder()(input_ids=ids).last_hidden_state[:, :-1]
     labelled = shifted != -100
     logits = causal_lm.get_output_embeddings()(hidden[labelled]).float()  # (targets, vocab)
