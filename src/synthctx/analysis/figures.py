@@ -10,10 +10,10 @@ import pandas as pd
 
 from synthctx.evaluate.table1 import condition_label
 
-CONDITION_LABELS = {
-    "real_full": "Real (Full)", "real_limited": "Real (Limited)", "high_high": "High/High", "high_low": "High/Low",
-    "low_high": "Low/High", "low_low": "Low/Low", "symbolic": "Symbolic", "nonft": "Non-FT",
-}
+
+def _label(task: str, condition: str) -> str:
+    """Table 1's name of a condition, compact (SummHay's low-expression needle is "Simplified")."""
+    return condition_label(task, condition).replace(" / ", "/")
 
 
 def _pyplot():
@@ -48,9 +48,7 @@ def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Seq
             points = group[group["condition"].isin(synthetic)]
             ax.scatter(points[measure], points["score"], color="tab:blue")
             for _, p in points.iterrows():
-                # Table 1's names: SummHay's low-expression needle is "Simplified"
-                label = condition_label(task, p["condition"]).replace(" / ", "/")
-                ax.annotate(label, (p[measure], p["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(_label(task, p["condition"]), (p[measure], p["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
             if not np.isfinite(points[measure].to_numpy(dtype=float)).any():
                 ax.text(0.5, 0.5, "undefined: the Real (Full) model\nhas no head with a positive score",
                         transform=ax.transAxes, ha="center", va="center", fontsize=8, color="tab:gray")
@@ -69,9 +67,9 @@ def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Seq
 
 
 def heatmap_grid(matrices: Mapping[tuple[str, str], np.ndarray], conditions: Sequence[str], head_kinds: Sequence[str],
-                 title: str, path: str, task: str | None = None) -> None:
-    """Grid of layer x head score maps: one row per head kind, one column per condition (named
-    as in Table 1 when ``task`` is given)."""
+                 title: str, path: str, task: str) -> None:
+    """Grid of layer x head score maps of one task: one row per head kind, one column per
+    condition (named as in Table 1)."""
     plt = _pyplot()
     ncols, nrows = len(conditions), len(head_kinds)
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols + 1.2, 3.4 * nrows), squeeze=False,
@@ -88,8 +86,7 @@ def heatmap_grid(matrices: Mapping[tuple[str, str], np.ndarray], conditions: Seq
                 continue
             image = ax.imshow(matrix, aspect="auto", origin="lower", cmap="viridis", vmin=0, vmax=vmax,
                               interpolation="nearest")
-            label = condition_label(task, condition).replace(" / ", "/") if task else CONDITION_LABELS.get(condition, condition)
-            ax.set_title(f"{label}\n{kind}", fontsize=8)
+            ax.set_title(f"{_label(task, condition)}\n{kind}", fontsize=8)
             if r == nrows - 1:
                 ax.set_xlabel("head", fontsize=7)
             if c == 0:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from synthctx.causal.stats import paired_bootstrap
+from synthctx.evaluate.table1 import TASK_TITLES
 from synthctx.provenance import derived_seed
 from synthctx.schema import ArtifactError, read_table
 
@@ -17,7 +18,6 @@ CONDITION_LABELS = {
     "high_high": "High×High", "high_low": "High×Low", "low_high": "Low×High", "low_low": "Low×Low",
     "symbolic": "Symbolic",
 }
-TASK_LABELS = {"mdqa": "MDQA", "musique": "MuSiQue", "summhay": "SummHay"}
 PATCH_LABELS = {"patch_intersection": "Inter.", "patch_complement": "Compl.", "patch_random": "Rand."}
 
 
@@ -83,7 +83,7 @@ def plot_figure4(summary: pd.DataFrame, path: str, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = _order(summary["task"], list(TASK_LABELS))
+    tasks = _order(summary["task"], list(TASK_TITLES))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False, sharey=True)
     for ax, task in zip(axes[0], tasks):
         part = summary[summary["task"] == task]
@@ -105,7 +105,7 @@ def plot_figure4(summary: pd.DataFrame, path: str, title: str = "") -> None:
                                     ha="center", fontsize=7, color="tab:gray")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(x, [CONDITION_LABELS.get(c, c) for c in conditions], rotation=35, ha="right")
-        ax.set_title(TASK_LABELS.get(task, task))
+        ax.set_title(TASK_TITLES.get(task, task))
     axes[0][0].set_ylabel("score drop (unmasked - masked)")
     axes[0][-1].legend(loc="best", fontsize=8)
     if title:
@@ -129,13 +129,13 @@ def table3_markdown(summary: pd.DataFrame, alpha: float, title: str = "") -> str
         "| Task | Synthetic | Orig. | " + " | ".join(PATCH_LABELS.values()) + " |",
         "|---|---|---|" + "---|" * len(PATCH_LABELS),
     ]
-    for task in _order(summary["task"], list(TASK_LABELS)):
+    for task in _order(summary["task"], list(TASK_TITLES)):
         part = summary[summary["task"] == task]
         for condition in _order(part["condition"], list(CONDITION_LABELS)):
             rows = part[part["condition"] == condition].set_index("intervention")
             orig = rows["baseline_score"].iloc[0]
             cells = [_cell(rows.loc[i], alpha) if i in rows.index else "-" for i in PATCH_LABELS]
-            lines.append(f"| {TASK_LABELS.get(task, task)} | {CONDITION_LABELS.get(condition, condition)} | "
+            lines.append(f"| {TASK_TITLES.get(task, task)} | {CONDITION_LABELS.get(condition, condition)} | "
                          f"{orig:.3f} | " + " | ".join(cells) + " |")
     lines += ["", f"Cells: patched score (delta vs Orig., * p < {alpha} paired bootstrap; n = heads patched)."]
     return "\n".join(lines) + "\n"
