@@ -58,9 +58,18 @@ rule evaluate_task:
         " > {log:q} 2>&1"
 
 
+def training_curve_paths(model):
+    """Every trained condition's training curve, task by task in TRAINED order."""
+    return [f"{adapter_dir(model, t, c)}/train_curve.parquet" for t in TASKS for c in TRAINED]
+
+
 rule table1:
     input:
         predictions=expand("results/eval/{{model}}/{task}/predictions.parquet", task=TASKS),
+        # The trivial baseline is scored on the eval split, from the Real (Full) answers.
+        eval=expand("results/data/{{model}}/{task}/eval.parquet", task=TASKS),
+        real_full=expand("results/data/{{model}}/{task}/train/real_full.parquet", task=TASKS),
+        curves=lambda wc: training_curve_paths(wc.model),
     output:
         table="results/tables/{model}/table1.parquet",
         markdown="results/tables/{model}/table1.md",
@@ -88,9 +97,39 @@ rule table1:
             "resamples": config["evaluate"]["bootstrap_resamples"],
             "alpha": config["evaluate"]["alpha"],
             "seed": config["study"]["seed"],
+            "min_loss_drop": config["evaluate"]["min_loss_drop"],
         },
     script:
         "../workflow/scripts/table1.py"
+
+
+rule training_curves:
+    input:
+        curves=lambda wc: training_curve_paths(wc.model),
+    output:
+        figure=report(
+            "results/figures/{model}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            labels={"model": "{model}", "figure": "Training curves"},
+        ),
+    log:
+        "logs/training_curves/{model}.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    params:
+        settings=lambda wc: {
+            "model": wc.model,
+            "runs": [[t, c] for t in TASKS for c in TRAINED],
+            "min_loss_drop": config["evaluate"]["min_loss_drop"],
+        },
+    script:
+        "../workflow/scripts/training_curves.py"
 
 
 def evaluate_targets(model):
@@ -98,4 +137,5 @@ def evaluate_targets(model):
         f"results/tables/{model}/table1.parquet",
         f"results/tables/{model}/table1.md",
         f"results/figures/{model}/table1.png",
+        f"results/figures/{model}/training_curves.png",
     ]

@@ -104,6 +104,15 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("is_best_synthetic", pa.bool_()),
             ("p_vs_best_synthetic", pa.float64()),
             ("significantly_worse", pa.bool_()),
+            # One-sided paired-bootstrap p that this condition beats Non-FT / the trivial baseline
+            # (the positive control reads them on Real (Full)); null on those rows themselves.
+            ("p_vs_nonft", pa.float64()),
+            ("p_vs_trivial", pa.float64()),
+            # Different predictions over the eval examples (1: a constant model).
+            ("distinct_predictions", pa.int32()),
+            # Trained conditions: training-set size and whether the training loss fell.
+            ("train_examples", pa.int32()),
+            ("loss_fell", pa.bool_()),
         ]
     ),
     # Retrieval score of every attention head of one model on one task.

@@ -1,15 +1,29 @@
-"""Table 1 of one model: score per task and condition, bootstrap CIs, daggers.
+"""Table 1 of one model: score per task and condition, bootstrap CIs, daggers, positive control.
 
-Input:  results/eval/{model}/{task}/predictions.parquet for every task (predictions).
+Input:  results/eval/{model}/{task}/predictions.parquet for every task (predictions);
+        results/data/{model}/{task}/eval.parquet and train/real_full.parquet (the trivial baseline:
+        cite every document / the most frequent Real (Full) answer);
+        results/adapters/{model}/{task}/{condition}/train_curve.parquet (training-set sizes, loss health).
 Output: results/tables/{model}/table1.parquet (table1), results/tables/{model}/table1.md,
         results/figures/{model}/table1.png.
 Feeds:  Table 1 of the report; scores for the head-similarity correlations.
 """
 
-from synthctx.evaluate.table1 import make_table1
+from synthctx.evaluate.table1 import make_table1, task_extras
 from synthctx.logging_utils import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = setup_logging(sm.log[0])
-table = make_table1(list(sm.input.predictions), sm.output.table, sm.output.markdown, sm.output.figure, sm.params.settings)
+settings = sm.params.settings
+trained = list(settings["real"]) + list(settings["synthetic"])
+curves = list(sm.input.curves)
+extras = {}
+for i, task in enumerate(settings["tasks"]):
+    task_curves = dict(zip(trained, curves[i * len(trained):(i + 1) * len(trained)], strict=True))
+    extras[task] = task_extras(task, sm.input.eval[i], sm.input.real_full[i], task_curves,
+                               float(settings["min_loss_drop"]))
+table = make_table1(list(sm.input.predictions), sm.output.table, sm.output.markdown, sm.output.figure, settings, extras)
 log.info("Table 1: %d rows", len(table))
+for row in table.itertuples(index=False):
+    if row.loss_fell is False or (row.loss_fell is not None and str(row.loss_fell) == "False"):
+        log.warning("%s/%s: training loss did not fall (Table 1 notes it)", row.task, row.condition)

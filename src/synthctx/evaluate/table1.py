@@ -1,6 +1,13 @@
 """Table 1: per task and condition, mean score, bootstrap CI, and a paired bootstrap test
 against the best synthetic condition of the column (STUDY.md section 6).
 
+Beside the paper's columns, every row says whether the condition learned more than the
+answer format: a trivial baseline row per task (``synthctx.evaluate.baselines``), each
+condition's one-sided paired p against Non-FT and against that baseline, its number of
+distinct predictions, and for trained conditions the training-set size and whether the
+training loss fell (``synthctx.train.health``). The positive control of the study is
+Real (Full) beating both Non-FT and the trivial baseline.
+
 Dagger (``significantly_worse``): the best synthetic condition beats this condition with
 p < alpha, where p is the one-sided paired-bootstrap p-value of Koehn (2004): the fraction
 of resamples (examples drawn with replacement, the same draw for both systems) in which the
@@ -10,6 +17,7 @@ best synthetic condition does NOT score higher. Identical systems therefore get 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -20,13 +28,14 @@ from synthctx.provenance import derived_seed, provenance
 from synthctx.schema import ArtifactError, read_table, write_table
 
 TASK_TITLES = {"mdqa": "MDQA", "musique": "MuSiQue", "summhay": "SummHay"}
+TRIVIAL = "trivial"
 _AXIS = {"high": "High", "low": "Low"}
 
 
 def condition_label(task: str, condition: str) -> str:
     """The paper's row label; SummHay calls its low-expression needle "Simplified"."""
     fixed = {"symbolic": "Symbolic / Symbolic", "real_full": "Real Data (Full)",
-             "real_limited": "Real Data (Limited)", "nonft": "Non-FT"}
+             "real_limited": "Real Data (Limited)", "nonft": "Non-FT", TRIVIAL: "Trivial baseline"}
     if condition in fixed:
         return fixed[condition]
     concept, context = condition.split("_")
@@ -54,33 +63,89 @@ def paired_bootstrap_pvalue(better: Sequence[float], other: Sequence[float], res
     return float(np.mean(delta <= 0))
 
 
+@dataclass
+class TaskExtras:
+    """What Table 1 needs beside the predictions: the trivial baseline's per-example scores
+    (by example id), and per trained condition its training-set size and loss health."""
+
+    trivial_scores: Mapping[str, float] | None = None
+    train_examples: Mapping[str, int] = field(default_factory=dict)
+    loss_fell: Mapping[str, bool] = field(default_factory=dict)
+
+
 def build_table1(predictions: Mapping[str, pd.DataFrame], model: str, synthetic: Sequence[str], real: Sequence[str],
-                 resamples: int, alpha: float, seed: int) -> pd.DataFrame:
-    """One row per (task, condition) from each task's ``predictions`` table."""
+                 resamples: int, alpha: float, seed: int,
+                 extras: Mapping[str, TaskExtras] | None = None) -> pd.DataFrame:
+    """One row per (task, condition) from each task's ``predictions`` table (plus the trivial baseline
+    row of a task whose ``extras`` give its scores)."""
+    from synthctx.evaluate.baselines import distinct_predictions
+
     order = [*synthetic, *real, "nonft"]
     rows = []
     for task, frame in predictions.items():
+        extra = (extras or {}).get(task) or TaskExtras()
         scores = frame.pivot_table(index="example_id", columns="condition", values="score", aggfunc="first")
         missing = [c for c in order if c not in scores.columns]
         if missing:
             raise ArtifactError(f"predictions of {model}/{task}: conditions {missing} missing")
         if scores[order].isna().any().any():
             raise ArtifactError(f"predictions of {model}/{task}: conditions were scored on different examples")
+        texts = frame.pivot_table(index="example_id", columns="condition", values="prediction", aggfunc="first")
+        columns = list(order)
+        if extra.trivial_scores is not None:
+            unscored = sorted(set(scores.index) - set(extra.trivial_scores))
+            if unscored:
+                raise ArtifactError(f"trivial baseline of {model}/{task}: no score for eval examples {unscored[:3]}")
+            scores[TRIVIAL] = [float(extra.trivial_scores[i]) for i in scores.index]
+            columns.append(TRIVIAL)
         means = scores[order].mean()
         best = max(synthetic, key=lambda c: (means[c], -list(synthetic).index(c)))
         # One draw of example indices per task, shared by all conditions (paired).
         test_seed = derived_seed(seed, "table1", model, task)
-        for condition in order:
+
+        def p_beats(condition: str, other: str) -> float:
+            if condition == other or other not in scores.columns:
+                return np.nan
+            return paired_bootstrap_pvalue(scores[condition].to_numpy(), scores[other].to_numpy(), resamples,
+                                           test_seed)
+
+        for condition in columns:
             values = scores[condition].to_numpy()
             low, high = bootstrap_ci(values, resamples, derived_seed(seed, "table1_ci", model, task, condition), alpha)
             p = np.nan if condition == best else paired_bootstrap_pvalue(scores[best].to_numpy(), values, resamples,
                                                                           test_seed)
+            distinct = (distinct_predictions([str(t) for t in texts[condition]]) if condition in texts.columns
+                        else None)
             rows.append({
                 "model": model, "task": task, "condition": condition, "label": condition_label(task, condition),
                 "score": float(values.mean()), "n": len(values), "ci_low": low, "ci_high": high,
                 "is_best_synthetic": condition == best, "p_vs_best_synthetic": p,
                 "significantly_worse": bool(condition != best and p < alpha),
+                "p_vs_nonft": p_beats(condition, "nonft") if condition != TRIVIAL else np.nan,
+                "p_vs_trivial": p_beats(condition, TRIVIAL),
+                "distinct_predictions": distinct,
+                "train_examples": extra.train_examples.get(condition),
+                "loss_fell": extra.loss_fell.get(condition),
             })
+    table = pd.DataFrame(rows)
+    for column in ("distinct_predictions", "train_examples"):
+        table[column] = table[column].astype("Int32")
+    table["loss_fell"] = table["loss_fell"].astype("boolean")
+    return table
+
+
+def positive_control(table: pd.DataFrame, alpha: float, reference: str = "real_full") -> pd.DataFrame:
+    """Per task: does ``reference`` beat Non-FT and the trivial baseline (one-sided p < alpha)?"""
+    rows = []
+    for task, sub in table.groupby("task", sort=False):
+        ref = sub[sub["condition"] == reference]
+        if ref.empty:
+            continue
+        r = ref.iloc[0]
+        beats_nonft = bool(r["p_vs_nonft"] < alpha)
+        beats_trivial = bool(pd.notna(r["p_vs_trivial"]) and r["p_vs_trivial"] < alpha)
+        rows.append({"task": task, "p_vs_nonft": r["p_vs_nonft"], "p_vs_trivial": r["p_vs_trivial"],
+                     "passes": beats_nonft and (beats_trivial or pd.isna(r["p_vs_trivial"]))})
     return pd.DataFrame(rows)
 
 
@@ -91,8 +156,13 @@ def _cell(row: pd.Series) -> str:
     return text + ("†" if row["significantly_worse"] else "")
 
 
+def _p(value) -> str:
+    return "-" if pd.isna(value) else f"{value:.4f}"
+
+
 def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int) -> str:
-    """The paper's layout (conditions x tasks), then every number with its CI and p-value."""
+    """The paper's layout (conditions x tasks), then every number with its CI and p-values, the
+    positive control per task and the notes (flat training loss, constant predictions)."""
     model = table["model"].iloc[0]
     tasks = list(dict.fromkeys(table["task"]))
     conditions = list(dict.fromkeys(table["condition"]))
@@ -108,17 +178,56 @@ def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int) -> str:
     for condition in conditions:
         cells = []
         for i, task in enumerate(tasks):
-            row = pd.Series(by_key[(task, condition)]._asdict())
+            found = by_key.get((task, condition))
+            row = pd.Series(found._asdict()) if found is not None else None
             if i == 0:
-                cells.append(row["label"])
+                cells.append(row["label"] if row is not None else condition_label(task, condition))
             if task == "summhay" and i > 0:
-                cells.append(row["label"])
-            cells.append(_cell(row))
+                cells.append(row["label"] if row is not None else condition_label(task, condition))
+            cells.append(_cell(row) if row is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Details", "", "| task | condition | score | 95% CI | n | p vs best synthetic |", "|---|---|---|---|---|---|"]
+
+    control = positive_control(table, alpha)
+    if not control.empty:
+        lines += ["", "## Positive control", "",
+                  f"Real Data (Full) must beat Non-FT and the trivial baseline (one-sided paired bootstrap, p < {alpha}); "
+                  "otherwise fine-tuning did not measurably teach this model the task, and the task's comparisons "
+                  "between conditions say little.", "",
+                  "| task | Real (Full) | Non-FT | trivial | p vs Non-FT | p vs trivial | control |", "|---|---|---|---|---|---|---|"]
+        for c in control.itertuples(index=False):
+            score = {r.condition: r.score for r in table[table["task"] == c.task].itertuples(index=False)}
+            trivial = f"{score[TRIVIAL]:.3f}" if TRIVIAL in score else "-"
+            lines.append(f"| {TASK_TITLES.get(c.task, c.task)} | {score['real_full']:.3f} | {score['nonft']:.3f} | "
+                         f"{trivial} | {_p(c.p_vs_nonft)} | {_p(c.p_vs_trivial)} | "
+                         f"{'passes' if c.passes else 'FAILS'} |")
+
+    lines += ["", "## Details", "",
+              "| task | condition | score | 95% CI | n | p vs best synthetic | p vs Non-FT | p vs trivial | distinct "
+              "predictions | train examples | loss fell |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
-        p = "best" if r.is_best_synthetic else f"{r.p_vs_best_synthetic:.4f}"
-        lines.append(f"| {r.task} | {r.label} | {r.score:.3f} | [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.n} | {p} |")
+        p = "best" if r.is_best_synthetic else _p(r.p_vs_best_synthetic)
+        distinct = "-" if pd.isna(r.distinct_predictions) else int(r.distinct_predictions)
+        size = "-" if pd.isna(r.train_examples) else int(r.train_examples)
+        fell = "-" if pd.isna(r.loss_fell) else ("yes" if r.loss_fell else "**no**")
+        lines.append(f"| {r.task} | {r.label} | {r.score:.3f} | [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.n} | {p} | "
+                     f"{_p(r.p_vs_nonft)} | {_p(r.p_vs_trivial)} | {distinct} | {size} | {fell} |")
+
+    notes = []
+    for r in table.itertuples(index=False):
+        if not pd.isna(r.loss_fell) and not bool(r.loss_fell):
+            notes.append(f"- {TASK_TITLES.get(r.task, r.task)} / {r.label}: the training loss did not fall "
+                         "(see the training curves figure): its score does not describe a trained model.")
+        if not pd.isna(r.distinct_predictions) and int(r.distinct_predictions) <= 1 and r.condition != TRIVIAL \
+                and r.n > 1:
+            notes.append(f"- {TASK_TITLES.get(r.task, r.task)} / {r.label}: the same prediction for all {r.n} "
+                         "examples (a constant model).")
+    if TRIVIAL in set(table["condition"]):
+        from synthctx.evaluate.baselines import TRIVIAL_DESCRIPTION
+
+        notes.append("- Trivial baseline: " + "; ".join(
+            f"{TASK_TITLES.get(t, t)}: {TRIVIAL_DESCRIPTION.get(t, '?')}" for t in tasks) + ".")
+    if notes:
+        lines += ["", "## Notes", "", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -133,7 +242,7 @@ def plot_table1(table: pd.DataFrame, path: str | Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         sub = table[table["task"] == task].reset_index(drop=True)
-        colors = ["#1f4e79" if b else ("#7f7f7f" if c in ("real_full", "real_limited", "nonft") else "#8fb3d9")
+        colors = ["#1f4e79" if b else ("#7f7f7f" if c in ("real_full", "real_limited", "nonft", TRIVIAL) else "#8fb3d9")
                   for b, c in zip(sub["is_best_synthetic"], sub["condition"])]
         err = np.vstack([sub["score"] - sub["ci_low"], sub["ci_high"] - sub["score"]]).clip(min=0)
         ax.bar(range(len(sub)), sub["score"], yerr=err, color=colors, capsize=3)
@@ -151,8 +260,32 @@ def plot_table1(table: pd.DataFrame, path: str | Path) -> None:
     plt.close(fig)
 
 
+def task_extras(task: str, eval_path: str, real_full_path: str, curve_paths: Mapping[str, str],
+                min_loss_drop: float) -> TaskExtras:
+    """The trivial baseline's scores on the eval split, and each trained condition's training-set
+    size (from its training curve's metadata) and loss health."""
+    from synthctx.data.examples import read_examples
+    from synthctx.evaluate.baselines import trivial_predictions
+    from synthctx.evaluate.metrics import score_prediction
+    from synthctx.schema import read_metadata
+    from synthctx.train.health import loss_health
+
+    eval_examples = read_examples(eval_path)
+    predictions = trivial_predictions(task, eval_examples, read_examples(real_full_path))
+    trivial = {ex["example_id"]: score_prediction(task, p, ex)[0] for ex, p in zip(eval_examples, predictions)}
+    sizes, fell = {}, {}
+    for condition, path in curve_paths.items():
+        curve = read_table(path, "train_curve")
+        summary = read_metadata(path).get("summary") or {}
+        if "examples" not in summary:
+            raise ArtifactError(f"{path}: metadata field 'summary.examples' missing (train it again)")
+        sizes[condition] = int(summary["examples"])
+        fell[condition] = loss_health(curve["loss"].tolist(), min_loss_drop).fell
+    return TaskExtras(trivial_scores=trivial, train_examples=sizes, loss_fell=fell)
+
+
 def make_table1(prediction_paths: Sequence[str], table_path: str, markdown_path: str, figure_path: str,
-                settings: Mapping[str, Any]) -> pd.DataFrame:
+                settings: Mapping[str, Any], extras: Mapping[str, TaskExtras] | None = None) -> pd.DataFrame:
     """Entry point of the ``table1`` rule."""
     predictions = {}
     for task, path in zip(settings["tasks"], prediction_paths, strict=True):
@@ -162,7 +295,7 @@ def make_table1(prediction_paths: Sequence[str], table_path: str, markdown_path:
             raise ArtifactError(f"{path}: field 'task' is {sorted(found)}, expected {task!r}")
         predictions[task] = frame
     table = build_table1(predictions, settings["model"], settings["synthetic"], settings["real"],
-                         int(settings["resamples"]), float(settings["alpha"]), int(settings["seed"]))
+                         int(settings["resamples"]), float(settings["alpha"]), int(settings["seed"]), extras)
     meta = provenance(seed=settings["seed"], model=settings["model"], resamples=settings["resamples"],
                       alpha=settings["alpha"], inputs=[str(p) for p in prediction_paths])
     write_table(table, table_path, "table1", meta)
