@@ -12,7 +12,7 @@ SYNTH_ON_VLLM = use_vllm(config["generation"]["backend"])
 
 
 def synth_pool_params(wildcards):
-    """The config slice a pool depends on: sampling, size, seed, generator and its engine."""
+    """The config slice a pool depends on: sampling, size, seed, validation, generator and its engine."""
     gen = config["generation"]
     return {
         "backend": "vllm" if SYNTH_ON_VLLM else "hf",
@@ -24,6 +24,8 @@ def synth_pool_params(wildcards):
         "request_batch": gen["request_batch"],
         # SummHay sizes its topics for one haystack of news; the other pools do not depend on it.
         "haystack_documents": config["data"]["summhay"]["num_documents"] if wildcards.task == "summhay" else 0,
+        # Only SummHay has insight paraphrases; the others get 1.0 (no check), independent of the key.
+        "max_template_overlap": gen["max_template_overlap"] if wildcards.task == "summhay" else 1.0,
         "dtype": model_spec(GENERATOR)["dtype"],
         "vllm": json.dumps(gen.get("vllm", {}), sort_keys=True) if SYNTH_ON_VLLM else "{}",
     }
@@ -58,6 +60,7 @@ rule synth_pool:
         " --dtype {params.settings[dtype]} --vllm-settings {params.settings[vllm]:q}"
         " --request-batch {params.settings[request_batch]}"
         " --haystack-documents {params.settings[haystack_documents]}"
+        " --max-template-overlap {params.settings[max_template_overlap]}"
         " > {log:q} 2>&1"
 
 

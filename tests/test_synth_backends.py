@@ -42,7 +42,9 @@ def test_validate_output_reasons():
     assert validate_output(item, copied)[2] == "copies_template"  # a Low needle in a High variant
     assert validate_output(item, "Velmora Quist, Dranholt, exactly as written." + long)[2] == "prompt_echo"
     ins = {"pool_id": "y", "kind": "insight_prose",
-           "fields": {"insight": {"key": "Brae Tol", "number": "42"}}}
+           "fields": {"insight": {"insight_id": "t-duration-0", "topic": "the Dranholt strike", "aspect": "duration",
+                                  "query": "How long did the Dranholt strike last?", "key": "Brae Tol",
+                                  "number": "42"}}}
     assert validate_output(ins, '{"sentence": "Brae Tol counted 42 boats."}')[2] is None
     assert validate_output(ins, '{"sentence": "Brae Tol counted 420 boats."}')[2] == "missing_number"
 

@@ -33,6 +33,9 @@ def main() -> None:
                         help="requests per backend call (HF: one generate batch; also the resume unit)")
     parser.add_argument("--haystack-documents", type=int, default=None,
                         help="SummHay: documents per haystack (sizes the pool's topics)")
+    parser.add_argument("--max-template-overlap", type=float, required=True,
+                        help="SummHay: reject insight paraphrases whose overlap with the templated statement is above"
+                             " this (config generation.max_template_overlap)")
     parser.add_argument("--log", default=None)
     args = parser.parse_args()
 
@@ -43,7 +46,8 @@ def main() -> None:
                     pool_size=args.pool_size, temperature=args.temperature, top_p=args.top_p,
                     max_new_tokens=args.max_new_tokens, dtype=args.dtype,
                     vllm_settings=json.loads(args.vllm_settings), request_batch=args.request_batch,
-                    haystack_documents=args.haystack_documents, log_path=args.log)
+                    haystack_documents=args.haystack_documents,
+                    max_template_overlap=args.max_template_overlap, log_path=args.log)
 
 
 if __name__ == "__main__":

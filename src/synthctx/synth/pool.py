@@ -8,7 +8,8 @@ to express):
   facts come in 3-hop chains, ``fields.chain``/``fields.hop``).
 - summhay: ``news_document`` (a news report about a fictional topic, JSON headline/body)
   and ``insight_prose`` (an LLM paraphrase of one templated insight that keeps its key
-  name and number).
+  name and number, and is not a near copy of the templated statement: see
+  ``template_overlap``).
 
 Every output is cleaned and validated; items failing validation are retried with a new
 seed up to ``attempts`` times, then kept with ``status = reject:<reason>`` (counted, never
@@ -32,7 +33,7 @@ import pandas as pd
 from synthctx.provenance import derived_seed
 from synthctx.synth.backends import Backend, GenerationParams, validate_json
 from synthctx.synth.entities import KIND_DESCRIPTIONS, EntityGenerator, Fact, relation_by_name
-from synthctx.synth.topics import ASPECTS, make_topic
+from synthctx.synth.topics import ASPECTS, Insight, make_topic
 
 log = logging.getLogger("synthctx.synth")
 
@@ -150,8 +151,53 @@ def _needle_item(task: str, pool_id: str, fact: Fact, **extra: Any) -> dict[str,
 # ---------------------------------------------------------------- validation of one output
 
 
-def validate_output(item: Mapping[str, Any], raw: str) -> tuple[str, dict[str, Any], str | None]:
-    """(clean text, extra fields, reject reason or None) for the raw LLM output of ``item``."""
+def _slotted_words(text: str, insight: Insight) -> list[str]:
+    """Lower-cased words of ``text``, with the insight's topic, key and number one slot word each.
+
+    Slots are upper-case, so no word of the lower-cased text can equal one.
+    """
+    text = text.lower()
+    for pattern, slot in ((re.escape(insight.topic.lower()), "TOPIC"), (re.escape(insight.key.lower()), "KEY"),
+                          (rf"(?<!\d){re.escape(insight.number)}(?!\d)", "NUMBER")):
+        text = re.sub(pattern, f" {slot} ", text)
+    return re.findall(r"\w+", text)
+
+
+def _closest_run_distance(pattern: Sequence[str], words: Sequence[str]) -> int:
+    """Fewest word insertions, deletions and substitutions that turn some run of consecutive
+    ``words`` into ``pattern`` (edit distance with free start and end in ``words``)."""
+    previous = [0] * (len(words) + 1)  # the empty pattern matches an empty run anywhere
+    for i, p in enumerate(pattern, start=1):
+        current = [i] + [0] * len(words)
+        for j, w in enumerate(words, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (p != w))
+        previous = current
+    return min(previous)
+
+
+def template_overlap(sentence: str, insight: Insight) -> float:
+    """How nearly ``sentence`` copies the insight's templated (Simplified) statement, in [0, 1].
+
+    1 - (word edits between the statement and the closest run of consecutive words of the
+    sentence) / (words of the statement). 1.0: the statement occurs verbatim (alone or inside a
+    longer sentence); one changed word of a 10-word statement: 0.9. The topic name, key and
+    number count as one word each: the prompt asks to keep the key and number and the
+    validation requires them, so sharing them says nothing about copying. Edit distance rather
+    than unigram overlap, because a reworded sentence keeps most of the words (those slots)
+    in another order; over runs, so that the statement with a clause appended still counts.
+    """
+    statement = _slotted_words(insight.statement(), insight)
+    return 1.0 - _closest_run_distance(statement, _slotted_words(sentence, insight)) / len(statement)
+
+
+def validate_output(item: Mapping[str, Any], raw: str,
+                    max_template_overlap: float = 1.0) -> tuple[str, dict[str, Any], str | None]:
+    """(clean text, extra fields, reject reason or None) for the raw LLM output of ``item``.
+
+    ``max_template_overlap`` (config generation.max_template_overlap): an insight paraphrase
+    whose ``template_overlap`` is above it is rejected as ``template_overlap``. The default 1.0
+    (no check, for callers outside the workflow) accepts even a verbatim copy.
+    """
     kind = item["kind"]
     fields = item["fields"]
     if kind == "news_document":
@@ -176,7 +222,11 @@ def validate_output(item: Mapping[str, Any], raw: str) -> tuple[str, dict[str, A
             return text, {}, "missing_key"
         if not re.search(rf"(?<!\d){re.escape(ins['number'])}(?!\d)", text):
             return text, {}, "missing_number"
-        return text, {}, None
+        # A High insight must be prose: a (near) copy of the statement is the Simplified one.
+        overlap = round(template_overlap(text, Insight.from_dict(ins)), 4)
+        if overlap > max_template_overlap:
+            return text, {"template_overlap": overlap}, "template_overlap"
+        return text, {"template_overlap": overlap}, None
     text = clean_text(raw)
     if len(text) < MIN_DOCUMENT_CHARS:
         return text, {}, "too_short"
@@ -212,10 +262,13 @@ def item_params(item: Mapping[str, Any], params: GenerationParams) -> Generation
 
 
 def settings_fingerprint(task: str, pool_size: int, params: GenerationParams, model: str,
-                         haystack_documents: int | None = None) -> str:
+                         haystack_documents: int | None = None, max_template_overlap: float = 1.0) -> str:
+    # Every setting that decides a finished row (its text or its status): a row validated
+    # under another overlap bound must not be resumed.
     payload = json.dumps({"task": task, "pool_size": pool_size, "temperature": params.temperature,
                           "top_p": params.top_p, "max_new_tokens": params.max_new_tokens, "seed": params.seed,
-                          "model": model, "haystack_documents": haystack_documents}, sort_keys=True)
+                          "model": model, "haystack_documents": haystack_documents,
+                          "max_template_overlap": max_template_overlap}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -262,11 +315,16 @@ def generate_pool(
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
     haystack_documents: int | None = None,
+    max_template_overlap: float = 1.0,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Generate (or resume) the pool of ``task``; returns the document_pool frame and run stats."""
+    """Generate (or resume) the pool of ``task``; returns the document_pool frame and run stats.
+
+    Stats count the items by status (``reject:<reason>``, see ``validate_output``).
+    """
     items = plan_pool(task, pool_size, params.seed, haystack_documents)
     shard = PartialShard(Path(partial_dir) / "pool.jsonl",
-                         settings_fingerprint(task, pool_size, params, generator_model, haystack_documents))
+                         settings_fingerprint(task, pool_size, params, generator_model, haystack_documents,
+                                              max_template_overlap))
     resumed = sum(1 for it in items if it["pool_id"] in shard.done)
     pending = [it for it in items if it["pool_id"] not in shard.done]
     log.info("%s pool: %d items planned, %d resumed from %s", task, len(items), resumed, shard.path)
@@ -283,7 +341,7 @@ def generate_pool(
             output_tokens += getattr(backend, "last_output_tokens", 0)
             finished = []
             for it, raw in zip(batch, outs):
-                text, extra, reason = validate_output(it, raw)
+                text, extra, reason = validate_output(it, raw, max_template_overlap)
                 if reason is None or attempt == attempts - 1:
                     finished.append(_pool_row(it, text, extra, reason, attempt))
                 else:
@@ -314,7 +372,7 @@ def build_pool_file(task: str, out_path: str, model_dir: str, generator_model: s
                     pool_size: int, temperature: float, top_p: float, max_new_tokens: int,
                     dtype: str = "float32", vllm_settings: Mapping[str, Any] | None = None,
                     attempts: int = 2, request_batch: int = 32, haystack_documents: int | None = None,
-                    log_path: str | None = None) -> dict[str, Any]:
+                    max_template_overlap: float = 1.0, log_path: str | None = None) -> dict[str, Any]:
     """Generate (resuming if interrupted) ``results/synth/{task}/pool.parquet``; returns run stats."""
     import shutil
     import time
@@ -340,10 +398,11 @@ def build_pool_file(task: str, out_path: str, model_dir: str, generator_model: s
               file=stream) as bar:
         frame, stats = generate_pool(task, engine, params, pool_size, partial_dir, generator_model,
                                      attempts=attempts, batch_size=request_batch, progress=bar.update,
-                                     haystack_documents=haystack_documents)
+                                     haystack_documents=haystack_documents,
+                                     max_template_overlap=max_template_overlap)
     stats.update(engine_seconds=round(engine_seconds, 1), total_seconds=round(time.time() - started, 1))
     meta = provenance(seed=seed, generator_model=generator_model, task=task, pool_size=pool_size,
-                      haystack_documents=haystack_documents,
+                      haystack_documents=haystack_documents, max_template_overlap=max_template_overlap,
                       sampling={"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens},
                       attempts=attempts, request_batch=request_batch, stats=stats, **engine.info())
     write_table(frame, out, "document_pool", meta)
