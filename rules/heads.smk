@@ -6,11 +6,11 @@
 def heads_settings():
     """The heads: config slice a detection job depends on.
 
-    Defaults for keys config.yaml may lack: token_match (exact | stripped, see
-    synthctx.heads.retrieval) and success_metric (score = the Table 1 metric, or a metric name
+    Defaults for keys config.yaml may lack: token_match (normalized | exact, see
+    synthctx.heads.retrieval; stripped is normalized's earlier name) and success_metric (score = the Table 1 metric, or a metric name
     of synthctx.evaluate.metrics.score_prediction such as best_subspan_em).
     """
-    return {"token_match": "exact", "success_metric": "score", **config["heads"]}
+    return {"token_match": "normalized", "success_metric": "score", **config["heads"]}
 
 
 rule heads:

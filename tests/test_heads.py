@@ -187,7 +187,7 @@ def test_retrieval_score_hand_built():
     np.testing.assert_allclose(score, [[0.75, 0.25, 0.5]])
 
 
-def test_stripped_token_match(smollm_tokenizer):
+def test_normalized_token_match(smollm_tokenizer):
     tok = smollm_tokenizer
     spaced = tok(" Paris", add_special_tokens=False)["input_ids"]
     bare = tok("Paris", add_special_tokens=False)["input_ids"]
@@ -195,12 +195,16 @@ def test_stripped_token_match(smollm_tokenizer):
     prompt = [tok.eos_token_id] + spaced
     argmax = np.array([[[1]]])
     assert retrieval_example_score(prompt, [(1, 2)], bare, argmax, TokenKeys("exact"))[0, 0] == 0
-    assert retrieval_example_score(prompt, [(1, 2)], bare, argmax, TokenKeys("stripped", tok))[0, 0] == 1.0
+    assert retrieval_example_score(prompt, [(1, 2)], bare, argmax, TokenKeys("normalized", tok))[0, 0] == 1.0
 
 
-def test_insight_score_is_fraction_of_steps():
-    argmax = np.array([[[2, 0]], [[3, 0]], [[9, 3]], [[0, 0]]])
-    np.testing.assert_allclose(insight_example_score([(2, 4)], argmax, 10), [[0.5, 0.25]])
+def test_insight_score_is_fraction_of_citation_steps():
+    # document 1's insight at [2, 4), document 3's at [6, 8); steps 0 and 3 cite nothing
+    spans = {1: [(2, 4)], 3: [(6, 8)]}
+    cited = [frozenset(), frozenset({1}), frozenset({3}), frozenset(), frozenset({1, 3})]
+    argmax = np.array([[[2, 0]], [[3, 6]], [[6, 2]], [[0, 0]], [[7, 9]]])
+    np.testing.assert_allclose(insight_example_score(spans, cited, argmax, 10), [[1.0, 0.0]])
+    assert insight_example_score(spans, [frozenset()] * 5, argmax, 10).tolist() == [[0.0, 0.0]]
 
 
 def test_success_only_rule():

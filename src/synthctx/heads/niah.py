@@ -3,8 +3,12 @@
 The haystack is essay-like filler generated procedurally from seeded templates; a needle
 sentence is inserted at each depth (fraction of the haystack, at a sentence boundary) of
 haystacks of each length (tokens of the haystack, with this model's tokenizer). The question
-asks for the needle's fact; the needle span is the whole needle sentence, as in Wu et al.,
-and the retrieval score is the copy-paste score of :mod:`synthctx.heads.retrieval`.
+asks for the needle's fact. The scored span is the *answer part* of the needle (the value the
+question asks for, e.g. "smoked paprika" of "The secret ingredient in Grandma Rosa's soup is
+smoked paprika."), as in Wu et al., whose retrieval score counts the answer tokens a head
+copies: the copy-paste score of :mod:`synthctx.heads.retrieval` over that span, so a head that
+copies every answer token scores 1 (scored over the whole sentence, the same head would score
+|answer| / |sentence| and Wu's 0.1 threshold would mean something else).
 Success (the success-only rule): the fraction of the answer's words found in the prediction
 (ROUGE-1 recall of the answer, Wu et al. use > 0.5 on the needle) >= ``success_threshold``.
 
@@ -23,7 +27,8 @@ from typing import Any, Mapping, Sequence
 
 log = logging.getLogger("synthctx.heads")
 
-# (needle sentence, question, answer). Facts are invented so the model cannot answer from memory.
+# (needle sentence, question, answer); the answer occurs verbatim in its sentence (the scored
+# span). Facts are invented so the model cannot answer from memory.
 NEEDLES: tuple[tuple[str, str, str], ...] = (
     ("The secret ingredient in Grandma Rosa's soup is smoked paprika.",
      "What is the secret ingredient in Grandma Rosa's soup?", "smoked paprika"),
@@ -102,7 +107,8 @@ def needle_sets(needles_per_set: int, seed: int) -> tuple[list[int], list[int]]:
 class NiahExample:
     example_id: str
     prompt_ids: list[int]
-    needle_span: tuple[int, int]  # token span of the needle sentence in the prompt
+    needle_span: tuple[int, int]  # token span of the whole needle sentence in the prompt
+    answer_span: tuple[int, int]  # token span of its answer part: the span the retrieval score uses
     answer: str
     length: int
     depth: float
@@ -128,12 +134,20 @@ def build_niah_example(tokenizer, needle_index: int, length: int, depth: float, 
     end = start + len(needle)
     if text[start:end] != needle:
         raise ValueError(f"needle {needle_index}: chat template does not keep the user message verbatim")
+    at = needle.find(answer)
+    if at < 0:
+        raise ValueError(f"needle {needle_index}: answer {answer!r} does not occur in {needle!r}")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = enc["offset_mapping"]
-    toks = [i for i, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
+
+    def token_span(first: int, last: int) -> tuple[int, int]:
+        toks = [i for i, (a, b) in enumerate(offsets) if a < last and b > first and b > a]
+        return toks[0], toks[-1] + 1
+
     return NiahExample(
         example_id=f"niah-{needle_index}-{length}-{depth}", prompt_ids=list(enc["input_ids"]),
-        needle_span=(toks[0], toks[-1] + 1), answer=answer, length=length, depth=depth,
+        needle_span=token_span(start, end), answer_span=token_span(start + at, start + at + len(answer)),
+        answer=answer, length=length, depth=depth,
     )
 
 
@@ -156,12 +170,12 @@ def niah_examples(tokenizer, needle_indices: Sequence[int], lengths: Sequence[in
 
 
 def detect_niah_heads(model, tokenizer, examples: Sequence[NiahExample], *, max_new_tokens: int, success_only: bool,
-                      success_threshold: float, token_match: str = "exact", progress=None, batch_size: int = 1):
+                      success_threshold: float, token_match: str = "normalized", progress=None, batch_size: int = 1):
     """Retrieval scores over NIAH examples (a :class:`~synthctx.heads.retrieval.DetectionResult`)."""
     from synthctx.heads.retrieval import PreparedExample, detect_heads
 
     prepared = [
-        PreparedExample(e.example_id, e.prompt_ids, {"niah": [e.needle_span]}, {"answer": e.answer}) for e in examples
+        PreparedExample(e.example_id, e.prompt_ids, {"niah": [e.answer_span]}, {"answer": e.answer}) for e in examples
     ]
     return detect_heads(
         model, tokenizer, prepared, max_new_tokens=max_new_tokens, success_only=success_only,
@@ -192,11 +206,12 @@ def run_niah_heads(*, model_dir: str, outputs: Sequence[str], model_name: str, m
         result = detect_niah_heads(
             model, tokenizer, examples, max_new_tokens=int(heads["max_new_tokens"]),
             success_only=bool(heads["success_only"]), success_threshold=float(heads["success_threshold"]),
-            token_match=str(heads.get("token_match", "exact")), progress=progress_stream(log_path),
+            token_match=str(heads.get("token_match", "normalized")), progress=progress_stream(log_path),
             batch_size=int(heads.get("batch_size", 1)),
         )
         meta = provenance(seed=seed, model=model_name, needle_set=name, needles=indices, heads=dict(heads),
-                          n_counted=result.n_examples, n_seen=result.n_seen,
+                          n_counted=result.n_examples, n_seen=result.n_seen, scored_span="answer",
+                          token_match=result.token_match, creditable_share=result.creditable_share,
                           predictions=[{k: r[k] for k in ("example_id", "prediction", "metric")} for r in result.per_example])
         frames.append((head_scores_frame(model_name, "niah", name, result), meta))
     for (frame, meta), path in zip(frames, outputs):
