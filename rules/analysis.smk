@@ -50,6 +50,8 @@ rule correlations:
         runtime="10m",
     params:
         synthetic=SYNTHETIC,
+        # seeds the Spearman permutation test (used only above EXACT_MAX_N conditions)
+        seed=STUDY["seed"],
     script:
         "../workflow/scripts/figure3.py"
 

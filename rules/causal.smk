@@ -11,6 +11,28 @@ PATCH_CONDITIONS = [c for c in CAUSAL.get("patch_conditions", SYNTHETIC) if c in
 # Head kind that ranks heads (SummHay files also hold insight heads).
 CAUSAL_HEAD_KIND = "retrieval"
 
+from synthctx.causal.eval_split import split_error, task_examples
+
+
+def ranking_examples(task):
+    """Eval examples that rank the heads: the first N of the split (heads.examples)."""
+    return task_examples(config["heads"], task)
+
+
+def causal_examples(task):
+    """Eval examples the causal tests run on: the N after the ranking part (causal.examples)."""
+    return task_examples(CAUSAL, task)
+
+
+# The ranking and the causal part must fit the configured eval split of every task (the jobs
+# check the built split again: the data stage keeps fewer examples when too few fit the budget).
+for _task in TASKS:
+    _eval_n = config["data"][_task].get("eval_examples", config["data"]["eval_examples"])
+    _problem = split_error(_task, _eval_n, ranking_examples(_task), causal_examples(_task),
+                           f"data.eval_examples / data.{_task}.eval_examples")
+    if _problem:
+        _config_error("causal.examples", _problem)
+
 
 def head_scores(model, task, condition):
     return f"results/heads/{model}/{task}/{condition}.parquet"
@@ -57,7 +79,9 @@ rule knockout:
         random_exclude_top=CAUSAL["random_exclude_top"],
         random_draws=CAUSAL["random_draws"],
         operator=CAUSAL["knockout_operator"],
-        examples=CAUSAL["examples"],
+        # disjoint parts of the eval split: the heads' ranking examples come first
+        ranking_examples=lambda wc: ranking_examples(wc.task),
+        examples=lambda wc: causal_examples(wc.task),
         batch_size=CAUSAL["batch_size"],
         max_new_tokens=lambda wc: config["evaluate"]["max_new_tokens"][wc.task],
         head_kind=CAUSAL_HEAD_KIND,
@@ -90,7 +114,8 @@ rule patching:
     params:
         settings=lambda wc: load_settings(wc.model),
         top_k=CAUSAL["patch_top_k"],
-        examples=CAUSAL["examples"],
+        ranking_examples=lambda wc: ranking_examples(wc.task),
+        examples=lambda wc: causal_examples(wc.task),
         batch_size=CAUSAL["batch_size"],
         max_new_tokens=lambda wc: config["evaluate"]["max_new_tokens"][wc.task],
         head_kind=CAUSAL_HEAD_KIND,

@@ -2,6 +2,8 @@
 # task, for every condition's model (trained adapters; the base model for "nonft"), and in
 # Wu et al.'s needle-in-a-haystack setting.
 
+from synthctx.causal.eval_split import task_examples
+
 
 def heads_settings():
     """The heads: config slice a detection job depends on.
@@ -37,7 +39,9 @@ rule heads:
         settings=lambda wc: load_settings(wc.model),
         heads=lambda wc: {
             k: v
-            for k, v in heads_settings().items()
+            # examples: this task's ranking part of the eval split (heads.task_examples), the
+            # causal tests take the examples after it (synthctx.causal.eval_split)
+            for k, v in {**heads_settings(), "examples": task_examples(config["heads"], wc.task)}.items()
             if k in ("examples", "max_new_tokens", "success_only", "success_threshold", "token_match", "success_metric",
                      "batch_size")
         },

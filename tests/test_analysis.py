@@ -36,15 +36,57 @@ def test_head_sets_and_recall():
 
 
 def test_spearman_known_values():
-    rho, p, n = sim.spearman([1, 2, 3, 4, 5], [2, 4, 6, 8, 10])
+    rho, p, n, _ = sim.spearman([1, 2, 3, 4, 5], [2, 4, 6, 8, 10])
     assert rho == pytest.approx(1.0) and n == 5 and p < 0.05
-    rho, _, _ = sim.spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])
+    rho, _, _, _ = sim.spearman([1, 2, 3, 4, 5], [5, 4, 3, 2, 1])
     assert rho == pytest.approx(-1.0)
     # one swap among five: rho = 1 - 6 * 2 / (5 * 24) = 0.9
     assert sim.spearman([1, 2, 3, 4, 5], [1, 2, 3, 5, 4])[0] == pytest.approx(0.9)
     assert math.isnan(sim.spearman([1, 2], [1, 2])[0])
     assert math.isnan(sim.spearman([1, 1, 1], [1, 2, 3])[0])
     assert sim.spearman([1, float("nan"), 3, 4], [1, 2, 3, 4])[2] == 3
+
+
+def test_spearman_p_value_is_exact_over_five_conditions():
+    """Five points: p counts the orderings of 5! = 120 with |rho| >= the observed |rho| (the
+    asymptotic t-approximation gives ~1e-24 and 0.037 for the first two)."""
+    monotone = sim.spearman([1, 2, 3, 4, 5], [2, 4, 6, 8, 10])
+    assert monotone.p_value == pytest.approx(2 / 120) and monotone.n == 5 and monotone.p_method == "exact"
+    # rho >= 0.9 <=> sum of squared rank differences <= 2: the identity and 4 adjacent swaps, each side
+    one_swap = sim.spearman([1, 2, 3, 4, 5], [1, 2, 3, 5, 4])
+    assert one_swap.rho == pytest.approx(0.9) and one_swap.p_value == pytest.approx(10 / 120)
+    assert sim.spearman([5, 4, 3, 2, 1], [0.1, 0.2, 0.3, 0.4, 0.5]).p_value == pytest.approx(2 / 120)
+    undefined = sim.spearman([1, 1, 1], [1, 2, 3])
+    assert math.isnan(undefined.p_value) and undefined.p_method == "undefined" and undefined.n == 3
+
+
+def test_spearman_ties_permute_average_ranks():
+    """y = [1, 1, 2, 2]: average ranks [1.5, 1.5, 3.5, 3.5]; the 24 orderings place the two high
+    ranks on a pair of x positions, and only the pairs {3, 4} and {1, 2} reach |rho| = 2 / sqrt(5):
+    2 pairs x 2! x 2! = 8 of 24."""
+    result = sim.spearman([1, 2, 3, 4], [1, 1, 2, 2])
+    assert result.rho == pytest.approx(2 / math.sqrt(5)) and result.p_value == pytest.approx(8 / 24)
+    assert result.p_method == "exact" and result.n == 4
+
+
+def test_spearman_permutation_test_beyond_the_exact_limit():
+    x = [0.3, 0.1, 0.8, 0.5, 0.9, 0.2, 0.7, 0.4, 0.6]
+    y = [0.2, 0.3, 0.7, 0.4, 0.6, 0.1, 0.9, 0.8, 0.5]
+    exact = sim.spearman(x, y, exact_max_n=9)  # all 9! = 362,880 orderings
+    sampled = sim.spearman(x, y, seed=7, permutations=20_000)
+    assert exact.p_method == "exact" and sampled.p_method == "permutation" and sampled.n == 9
+    assert sampled.rho == exact.rho and abs(sampled.p_value - exact.p_value) < 0.01
+    assert sim.spearman(x, y, seed=7, permutations=20_000) == sampled  # same seed, same p
+    with pytest.raises(ValueError, match="need a seed"):
+        sim.spearman(x, y)
+
+
+def test_correlation_label_shows_n_beside_rho():
+    from synthctx.analysis.figures import correlation_label
+
+    row = {"spearman_rho": 0.9, "n_conditions": 5, "p_value": 10 / 120, "p_method": "exact"}
+    assert correlation_label(row) == "rho=0.90 (n=5), exact p=0.083"
+    assert correlation_label({**row, "spearman_rho": float("nan"), "n_conditions": 2}) == "rho=n/a (n=2)"
 
 
 def head_frame(task, condition, matrices, model="m"):
@@ -73,9 +115,10 @@ def test_similarity_rows_and_correlations():
     far = rows.set_index("condition").loc["symbolic"]
     assert far["cosine"] == pytest.approx(sim.cosine(real.ravel(), [1, 2, 0.5, 0]))
     assert far["recall_topk"] == 0.5  # top-2 of symbolic = (0,1), (0,0); real's = (0,0), (1,0)
-    corr = pd.DataFrame(sim.correlation_rows(rows, SYNTHETIC)).set_index("measure")
+    corr = pd.DataFrame(sim.correlation_rows(rows, SYNTHETIC, seed=0)).set_index("measure")
     assert corr.loc["cosine", "spearman_rho"] == pytest.approx(1.0)
     assert corr.loc["cosine", "n_conditions"] == 5
+    assert corr.loc["cosine", "p_value"] == pytest.approx(2 / 120) and corr.loc["cosine", "p_method"] == "exact"
 
 
 def test_cross_task_vectors_order():
@@ -113,8 +156,13 @@ def test_analysis_entry_points(tmp_path):
                            output=str(out))
     assert len(frame) == 8 + 8 * 2 and read_table(out, "head_similarity").shape[0] == 24
     corr = run_correlations(similarity_path=str(out), synthetic=SYNTHETIC, output=str(tmp_path / "c.parquet"),
-                            figure=str(tmp_path / "f3.png"))
+                            figure=str(tmp_path / "f3.png"), seed=0)
     assert set(corr["measure"]) >= {"cosine", "recall_topk", "insight_cosine"}
+    written = read_table(tmp_path / "c.parquet", "correlations")
+    assert (written["n_conditions"] == 5).all() and set(written["p_method"]) <= {"exact", "undefined"}
+    # exact p over 120 orderings: a multiple of 1/120
+    finite = written["p_value"].dropna()
+    assert len(finite) and np.allclose(finite * 120, np.round(finite * 120))
     assert (tmp_path / "f3.png").stat().st_size > 0
     real = [f for f in head_files if f.endswith("real_full.parquet")]
     t2 = run_table2(model="m", head_files=real, output=str(tmp_path / "t2.parquet"), markdown=str(tmp_path / "t2.md"))

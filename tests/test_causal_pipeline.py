@@ -10,7 +10,7 @@ import pytest
 
 from synthctx.causal.head_sets import knockout_random_heads, patch_head_sets, ranked_heads, top_k_heads
 from synthctx.causal.stats import paired_bootstrap
-from synthctx.schema import ArtifactError, read_table, write_table
+from synthctx.schema import ArtifactError, read_metadata, read_table, write_table
 
 ALL_HEADS = [(layer, head) for layer in range(4) for head in range(5)]
 
@@ -160,7 +160,7 @@ def tiny_study(tmp_path_factory, smollm_tokenizer):
         lora.save_pretrained(adapters[name])
 
     examples = []
-    for i, (city, country) in enumerate([("Paris", "France"), ("Lima", "Peru"), ("Oslo", "Norway")]):
+    for i, (city, country) in enumerate(CITIES):
         text = f"{city} is the capital of {country}."
         docs = [{"doc_id": "d0", "title": "Geography", "text": "Rivers flow to the sea."},
                 {"doc_id": "d1", "title": country, "text": text}]
@@ -176,10 +176,15 @@ def tiny_study(tmp_path_factory, smollm_tokenizer):
         rng = np.random.default_rng(seed)
         frame = _scores({(l, h): rng.random() for l in range(2) for h in range(4)}, condition=name, layers=2, heads=4)
         scores[name] = root / f"{name}.parquet"
-        write_table(frame, scores[name], "head_scores")
+        # as the heads job records them: the examples it decoded (the ranking part)
+        write_table(frame, scores[name], "head_scores",
+                    {"predictions": [{"example_id": f"ex{i}", "prediction": ""} for i in range(RANKING)]})
     return {"model_dir": str(model_dir), "adapters": adapters, "eval": str(eval_path), "scores": scores, "root": root}
 
 
+# Eval split of the tiny study: the first RANKING examples ranked the heads, the rest are for the causal tests.
+CITIES = [("Paris", "France"), ("Lima", "Peru"), ("Oslo", "Norway"), ("Rome", "Italy"), ("Cairo", "Egypt")]
+RANKING = 2
 SETTINGS = {"dtype": "float32", "attn_implementation": "sdpa", "rope_theta": None, "context_tokens": 1024}
 
 
@@ -191,10 +196,16 @@ def test_run_knockout_end_to_end(tiny_study, operator):
     kwargs = dict(model_dir=tiny_study["model_dir"], settings=SETTINGS, adapter_dir=str(tiny_study["adapters"]["high_low"]),
                   eval_path=tiny_study["eval"], head_scores_path=str(tiny_study["scores"]["high_low"]),
                   out_path=str(out), model_name="tiny", task="mdqa", condition="high_low", top_k=2,
-                  random_exclude_top=4, random_draws=2, operator=operator, examples=2, max_new_tokens=3, seed=9)
+                  random_exclude_top=4, random_draws=2, operator=operator, ranking_examples=RANKING, examples=2,
+                  max_new_tokens=3, seed=9)
     frame = run_knockout(**kwargs)
     table = read_table(out, "intervention_predictions")
     assert len(table) == 2 * (1 + 1 + 2)
+    # the two examples after the ranking part, none of those that ranked the heads
+    assert set(table["example_id"]) == {"ex2", "ex3"}
+    meta = read_metadata(out)
+    assert meta["ranking_example_ids"] == ["ex0", "ex1"] and meta["example_ids"] == ["ex2", "ex3"]
+    assert (meta["ranking_examples"], meta["examples"]) == (2, 2)
     assert set(table["intervention"]) == {"none", "knockout_topk", "knockout_random"}
     top = json.loads(table.loc[table.intervention == "knockout_topk", "heads"].iloc[0])
     assert len(top) == 2
@@ -215,8 +226,12 @@ def test_run_patching_end_to_end(tiny_study):
                  recipient_adapter=str(tiny_study["adapters"]["high_low"]), eval_path=tiny_study["eval"],
                  donor_scores_path=str(tiny_study["scores"]["real_full"]),
                  recipient_scores_path=str(tiny_study["scores"]["high_low"]), out_path=str(out), model_name="tiny",
-                 task="mdqa", recipient="high_low", top_k=3, examples=3, max_new_tokens=3, seed=9)
+                 task="mdqa", recipient="high_low", top_k=3, ranking_examples=RANKING, examples=3, max_new_tokens=3,
+                 seed=9)
     table = read_table(out, "intervention_predictions")
+    assert set(table["example_id"]) == {"ex2", "ex3", "ex4"}
+    meta = read_metadata(out)
+    assert meta["ranking_example_ids"] == ["ex0", "ex1"] and meta["example_ids"] == ["ex2", "ex3", "ex4"]
     assert list(dict.fromkeys(table["intervention"])) == ["none", "patch_intersection", "patch_complement", "patch_random"]
     assert len(table) == 4 * 3
     sizes = {i: len(json.loads(h)) for i, h in zip(table["intervention"], table["heads"])}
@@ -230,3 +245,96 @@ def test_positive_ranking_drops_heads_that_never_retrieved():
     table = _scores({(l, h): (1.0 if (l, h) == (2, 1) else 0.0) for (l, h) in ALL_HEADS})
     ranking = ranked_heads(table)
     assert positive_ranking(table, ranking) == [(2, 1)]
+
+
+def _eval_records(n, task="mdqa"):
+    return [{"example_id": f"e{i}", "task": task} for i in range(n)]
+
+
+def test_causal_split_takes_the_examples_after_the_ranking_part():
+    from synthctx.causal.eval_split import causal_split
+
+    ranking, causal = causal_split(_eval_records(6), 3, 2, task="mdqa", source="eval.parquet")
+    assert [e["example_id"] for e in ranking] == ["e0", "e1", "e2"]
+    assert [e["example_id"] for e in causal] == ["e3", "e4"]
+    # the heads job decodes the first heads.examples of the file: exactly the ranking part
+    assert not {e["example_id"] for e in ranking} & {e["example_id"] for e in causal}
+    assert [e["example_id"] for e in causal_split(_eval_records(5), 3, 2, task="mdqa", source="x")[1]] == ["e3", "e4"]
+
+
+def test_causal_split_refuses_a_split_too_small_for_both_parts():
+    from synthctx.causal.eval_split import causal_split
+
+    with pytest.raises(ValueError, match=r"eval.parquet holds = 4 eval examples .*heads.examples.* = 3.*"
+                                         r"causal.examples.* = 2\): 3 \+ 2 = 5 > 4"):
+        causal_split(_eval_records(4), 3, 2, task="mdqa", source="eval.parquet")
+    records = _eval_records(6)
+    records[4] = {"example_id": "e4", "task": "musique"}
+    with pytest.raises(ValueError, match=r"eval.parquet: record 4 \('e4'\): field task is 'musique'"):
+        causal_split(records, 3, 2, task="mdqa", source="eval.parquet")
+    with pytest.raises(ValueError, match=r"\['e1'\] occur in both"):
+        causal_split([{"example_id": i, "task": "mdqa"} for i in ("e0", "e1", "e1")], 2, 1, task="mdqa", source="x")
+
+
+def test_task_examples_override_one_task():
+    from synthctx.causal.eval_split import task_examples
+
+    section = {"examples": 60, "task_examples": {"musique": 20}}
+    assert task_examples(section, "musique") == 20 and task_examples(section, "mdqa") == 60
+    assert task_examples({"examples": 8, "task_examples": {}}, "summhay") == 8
+    assert task_examples({"examples": 8}, "summhay") == 8
+
+
+def test_knockout_refuses_heads_ranked_on_its_examples(tiny_study, tmp_path):
+    """Head scores whose detection decoded a causal example are refused; nothing is written."""
+    from synthctx.causal.experiments import run_knockout
+
+    frame = read_table(tiny_study["scores"]["high_low"], "head_scores")
+    overlapping = tmp_path / "heads.parquet"
+    write_table(frame, overlapping, "head_scores", {"predictions": [{"example_id": f"ex{i}"} for i in range(4)]})
+    out = tmp_path / "knockout.parquet"
+    kwargs = dict(model_dir=tiny_study["model_dir"], settings=SETTINGS, adapter_dir=None, eval_path=tiny_study["eval"],
+                  head_scores_path=str(overlapping), out_path=str(out), model_name="tiny", task="mdqa",
+                  condition="nonft", top_k=2, random_exclude_top=4, random_draws=1, operator="uniform",
+                  ranking_examples=RANKING, examples=2, max_new_tokens=2, seed=9)
+    with pytest.raises(ValueError, match=r"ranked on example ids \['ex2', 'ex3'\]"):
+        run_knockout(**kwargs)
+    # the built split holds 5 examples: 2 ranking + 4 causal do not fit
+    with pytest.raises(ValueError, match=r"2 \+ 4 = 6 > 5"):
+        run_knockout(**{**kwargs, "head_scores_path": str(tiny_study["scores"]["high_low"]), "examples": 4})
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", [None, "config/gpu-small.yaml", "config/paper.yaml", "tests/configs/tiny.yaml"])
+def test_shipped_configs_fit_ranking_and_causal_parts(name):
+    """Every shipped config's ranking + causal parts fit its configured eval split of every task."""
+    import yaml
+    from snakemake.utils import update_config
+
+    from conftest import REPO
+    from synthctx.causal.eval_split import split_error, task_examples
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    if name:
+        update_config(config, yaml.safe_load((REPO / name).read_text()))
+    for task in ("mdqa", "musique", "summhay"):
+        n = config["data"][task].get("eval_examples", config["data"]["eval_examples"])
+        assert split_error(task, n, task_examples(config["heads"], task), task_examples(config["causal"], task),
+                           "eval") is None, (name, task)
+
+
+def test_gpu_small_summhay_parts_fit_one_held_out_haystack(shared_data):
+    """gpu-small holds out one SummHay haystack: one eval example per insight, so its ranking and
+    causal parts must fit the smallest local haystack (the configured 100 would not be reached)."""
+    import yaml
+    from snakemake.utils import update_config
+
+    from conftest import REPO
+    from synthctx.causal.eval_split import task_examples
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, yaml.safe_load((REPO / "config/gpu-small.yaml").read_text()))
+    assert config["data"]["summhay"]["eval_haystacks"] == 1
+    insights = [sum(len(s["insights"]) for s in json.loads((shared_data / f).read_text())["subtopics"])
+                for f in config["raw_data"]["summhay"]["files"]]
+    assert task_examples(config["heads"], "summhay") + task_examples(config["causal"], "summhay") <= min(insights)

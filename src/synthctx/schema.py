@@ -150,8 +150,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("task", pa.string()),
             ("measure", pa.string()),
             ("spearman_rho", pa.float64()),
-            ("p_value", pa.float64()),
-            ("n_conditions", pa.int32()),
+            ("p_value", pa.float64()),  # two-sided permutation p (synthctx.analysis.similarity.spearman)
+            ("n_conditions", pa.int32()),  # n: finite (similarity, score) pairs the rho uses
+            ("p_method", pa.string()),  # exact | permutation | undefined
         ]
     ),
     # Cross-task cosine similarity of real-trained head vectors (Table 2).

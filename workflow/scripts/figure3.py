@@ -11,4 +11,4 @@ from synthctx.logging_utils import setup_logging
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])
 run_correlations(similarity_path=sm.input[0], synthetic=sm.params.synthetic, output=sm.output.table,
-                 figure=sm.output.figure)
+                 figure=sm.output.figure, seed=sm.params.seed)

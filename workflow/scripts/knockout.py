@@ -1,4 +1,5 @@
-"""Knockout of one model's top-K retrieval heads vs random heads on the real eval examples.
+"""Knockout of one model's top-K retrieval heads vs random heads on the real eval examples
+(the causal part of the eval split, after the examples that ranked the heads).
 
 Inputs:  resources/models/{model}/config.json, results/data/{model}/{task}/eval.parquet,
          results/heads/{model}/{task}/{condition}.parquet,
@@ -28,6 +29,7 @@ run_knockout(
     random_exclude_top=sm.params.random_exclude_top,
     random_draws=sm.params.random_draws,
     operator=sm.params.operator,
+    ranking_examples=sm.params.ranking_examples,
     examples=sm.params.examples,
     batch_size=sm.params.batch_size,
     max_new_tokens=sm.params.max_new_tokens,

@@ -1,4 +1,5 @@
-"""Cross-model activation patching: Real (Full) model's heads into one synthetic-data model.
+"""Cross-model activation patching: Real (Full) model's heads into one synthetic-data model, on
+the causal part of the eval split (after the examples that ranked the heads).
 
 Inputs:  resources/models/{model}/config.json, results/data/{model}/{task}/eval.parquet,
          adapters results/adapters/{model}/{task}/{real_full,synthetic}/adapter_model.safetensors,
@@ -27,6 +28,7 @@ run_patching(
     task=sm.wildcards.task,
     recipient=sm.wildcards.synthetic,
     top_k=sm.params.top_k,
+    ranking_examples=sm.params.ranking_examples,
     examples=sm.params.examples,
     batch_size=sm.params.batch_size,
     max_new_tokens=sm.params.max_new_tokens,

@@ -29,6 +29,17 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
+def correlation_label(row: Mapping | None) -> str:
+    """A panel title for one correlations row, n beside rho: ``rho=0.90 (n=5), exact p=0.083``."""
+    if row is None:
+        return "rho=n/a (n=0)"
+    rho, n = float(row["spearman_rho"]), int(row["n_conditions"])
+    if not math.isfinite(rho):
+        return f"rho=n/a (n={n})"
+    method = {"exact": "exact ", "permutation": "perm. "}.get(str(row["p_method"]), "")
+    return f"rho={_fmt(rho)} (n={n}), {method}p={float(row['p_value']):.3f}"
+
+
 def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Sequence[str], path: str,
             measures: Sequence[str] = ("cosine", "recall_topk")) -> None:
     """Scatter of each measure (rows) against the downstream score per task (columns).
@@ -56,9 +67,7 @@ def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Seq
             if not ref.empty:
                 ax.scatter(ref[measure], ref["score"], facecolors="none", edgecolors="tab:gray", label="Real (Limited)")
             corr = correlations[(correlations["task"] == task) & (correlations["measure"] == measure)]
-            rho = float(corr["spearman_rho"].iloc[0]) if len(corr) else math.nan
-            pval = float(corr["p_value"].iloc[0]) if len(corr) else math.nan
-            ax.set_title(f"{task}: rho={_fmt(rho)}, p={_fmt(pval)}", fontsize=10)
+            ax.set_title(f"{task}: {correlation_label(corr.iloc[0] if len(corr) else None)}", fontsize=10)
             ax.set_xlabel(measure.replace("_", " ") + " to Real (Full)")
             ax.set_ylabel("downstream score")
     fig.tight_layout()

@@ -10,7 +10,7 @@ import pandas as pd
 
 from synthctx.analysis import similarity as sim
 from synthctx.provenance import provenance
-from synthctx.schema import read_table, write_table
+from synthctx.schema import SCHEMAS, read_table, write_table
 
 log = logging.getLogger("synthctx.analysis")
 
@@ -45,14 +45,19 @@ def run_similarity(*, model: str, head_files: Sequence[str], prediction_files: S
     return frame
 
 
-def run_correlations(*, similarity_path: str, synthetic: Sequence[str], output: str, figure: str) -> pd.DataFrame:
-    """correlations.parquet and Figure 3."""
+def run_correlations(*, similarity_path: str, synthetic: Sequence[str], output: str, figure: str,
+                     seed: int) -> pd.DataFrame:
+    """correlations.parquet and Figure 3 (``seed``: the permutation tests above EXACT_MAX_N points)."""
     from synthctx.analysis.figures import figure3
 
     similarity = read_table(similarity_path, "head_similarity")
-    frame = pd.DataFrame(sim.correlation_rows(similarity, synthetic))
+    frame = pd.DataFrame(sim.correlation_rows(similarity, synthetic, seed), columns=SCHEMAS["correlations"].names)
+    for row in frame.itertuples():
+        log.info("%s %s: Spearman rho %.3f (n=%d), two-sided p %.4f (%s)", row.task, row.measure, row.spearman_rho,
+                 row.n_conditions, row.p_value, row.p_method)
     model = str(similarity["model"].iloc[0]) if len(similarity) else ""
-    write_table(frame, output, "correlations", provenance(model=model, synthetic=list(synthetic)))
+    write_table(frame, output, "correlations", provenance(
+        model=model, synthetic=list(synthetic), seed=seed, exact_max_n=sim.EXACT_MAX_N, permutations=sim.PERMUTATIONS))
     Path(figure).parent.mkdir(parents=True, exist_ok=True)
     figure3(similarity, frame, synthetic, figure)
     return frame

@@ -7,20 +7,29 @@
   with score 0 never retrieved anything, so it is not a retrieval head even when fewer than K
   heads score); H_threshold = heads with score > threshold (Wu et al.: 0.1);
 * recall = |H_syn ∩ H_real| / |H_real| (NaN when H_real is empty);
-* Spearman rho (and its two-sided p-value) of a similarity measure with the downstream score
-  across the synthetic conditions of one task (Figure 3); NaN with fewer than 3 finite points
-  or a constant series.
+* Spearman rho of a similarity measure with the downstream score across the synthetic
+  conditions of one task (Figure 3), with n (the finite pairs used) and a two-sided
+  permutation p-value: P(|rho| >= |observed rho|) when the scores are shuffled over the
+  conditions. Exact (all n! orderings) up to ``EXACT_MAX_N`` points, the study's case (at most
+  five synthetic conditions, where the asymptotic t-approximation is far off: five perfectly
+  monotone points give exact p = 2/120, the approximation ~0); beyond that a seeded Monte Carlo
+  test. Ties take average ranks and the permutations shuffle those ranks (the conditional
+  null). NaN with fewer than 3 finite points or a constant series.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 
 MEASURES = ("cosine", "recall_topk", "recall_threshold")
+# Up to 8 points every ordering is enumerated (8! = 40,320); beyond, PERMUTATIONS random ones.
+EXACT_MAX_N = 8
+PERMUTATIONS = 100_000
 
 
 def head_vector(frame: pd.DataFrame, head_kind: str) -> np.ndarray:
@@ -66,18 +75,52 @@ def positive_heads(scores: np.ndarray) -> int:
     return int((np.asarray(scores) > 0).sum())
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]:
-    """Spearman rho, two-sided p-value and the number of finite pairs used."""
-    from scipy.stats import spearmanr
+class Correlation(NamedTuple):
+    """Spearman rho, its two-sided p-value, the number of finite pairs and how p was computed
+    (``exact``, ``permutation``, or ``undefined`` when rho is NaN)."""
+
+    rho: float
+    p_value: float
+    n: int
+    p_method: str
+
+
+def _rank_correlations(x_ranks: np.ndarray, y_ranks: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """Pearson correlation of x_ranks with y_ranks reordered by each row of ``orders``
+    (centring and norms are the same for every reordering)."""
+    xc, yc = x_ranks - x_ranks.mean(), y_ranks - y_ranks.mean()
+    return (yc[orders] @ xc) / (np.linalg.norm(xc) * np.linalg.norm(yc))
+
+
+def spearman(x: Sequence[float], y: Sequence[float], seed: int | None = None, *, exact_max_n: int = EXACT_MAX_N,
+             permutations: int = PERMUTATIONS) -> Correlation:
+    """Spearman rho with a two-sided permutation p-value (exact up to ``exact_max_n`` points;
+    above, ``permutations`` seeded random orderings, p = (1 + hits) / (1 + permutations))."""
+    from scipy.stats import rankdata
 
     pairs = [(a, b) for a, b in zip(x, y) if np.isfinite(a) and np.isfinite(b)]
-    if len(pairs) < 3:
-        return math.nan, math.nan, len(pairs)
-    xs, ys = zip(*pairs)
+    n = len(pairs)
+    if n < 3:
+        return Correlation(math.nan, math.nan, n, "undefined")
+    xs, ys = (np.asarray(v, dtype=float) for v in zip(*pairs))
     if len(set(xs)) < 2 or len(set(ys)) < 2:
-        return math.nan, math.nan, len(pairs)
-    result = spearmanr(xs, ys)
-    return float(result.statistic), float(result.pvalue), len(pairs)
+        return Correlation(math.nan, math.nan, n, "undefined")
+    x_ranks, y_ranks = rankdata(xs), rankdata(ys)  # ties: average ranks
+    rho = float(_rank_correlations(x_ranks, y_ranks, np.arange(n)[None, :])[0])
+    # |rho| of a reordering equal to the observed one up to float rounding counts as a hit
+    tolerance = 1e-9
+    if n <= exact_max_n:
+        orders = np.array(list(itertools.permutations(range(n))))
+        null = _rank_correlations(x_ranks, y_ranks, orders)
+        p, method = float(np.mean(np.abs(null) >= abs(rho) - tolerance)), "exact"
+    else:
+        if seed is None:
+            raise ValueError(f"spearman: {n} points need a seed for the permutation test (exact up to {exact_max_n})")
+        rng = np.random.default_rng(seed)
+        orders = np.argsort(rng.random((permutations, n)), axis=1)
+        hits = int(np.sum(np.abs(_rank_correlations(x_ranks, y_ranks, orders)) >= abs(rho) - tolerance))
+        p, method = (1 + hits) / (1 + permutations), "permutation"
+    return Correlation(rho, p, n, method)
 
 
 def condition_scores(predictions: pd.DataFrame) -> dict[str, float]:
@@ -116,19 +159,25 @@ def similarity_rows(
     return rows
 
 
-def correlation_rows(similarity: pd.DataFrame, synthetic: Iterable[str]) -> list[dict]:
+def correlation_rows(similarity: pd.DataFrame, synthetic: Iterable[str], seed: int) -> list[dict]:
     """Spearman of each measure with the score over the synthetic conditions, per task and head kind.
 
     The measure is named ``<measure>`` for retrieval heads and ``<head_kind>_<measure>`` otherwise.
+    ``seed`` (the study seed) seeds a permutation test per row, used only above ``EXACT_MAX_N``
+    conditions.
     """
+    from synthctx.provenance import derived_seed
+
     synthetic = list(synthetic)
     rows = []
     for (model, task, head_kind), group in similarity.groupby(["model", "task", "head_kind"], sort=True):
         group = group[group["condition"].isin(synthetic)]
         for measure in MEASURES:
-            rho, p, n = spearman(group[measure].tolist(), group["score"].tolist())
             name = measure if head_kind == "retrieval" else f"{head_kind}_{measure}"
-            rows.append({"model": model, "task": task, "measure": name, "spearman_rho": rho, "p_value": p, "n_conditions": n})
+            result = spearman(group[measure].tolist(), group["score"].tolist(),
+                              derived_seed(seed, "spearman", model, task, name))
+            rows.append({"model": model, "task": task, "measure": name, "spearman_rho": result.rho,
+                         "p_value": result.p_value, "n_conditions": result.n, "p_method": result.p_method})
     return rows
 
 

@@ -1,8 +1,10 @@
 """The two causal experiments end to end: knockout (Figure 4) and patching (Table 3).
 
-Each function loads the models, decodes the first ``examples`` real eval examples greedily
-under every intervention, scores the predictions with the task metric and writes one
-``intervention_predictions`` table (nothing is written unless every run finished).
+Each function loads the models, decodes the causal part of the real eval split greedily under
+every intervention (the ``examples`` examples after the ``ranking_examples`` that ranked the
+heads, see ``synthctx.causal.eval_split``), scores the predictions with the task metric and
+writes one ``intervention_predictions`` table whose metadata lists the ranking and the causal
+example ids (nothing is written unless every run finished).
 
 Interventions and their ``intervention`` labels:
 
@@ -13,7 +15,7 @@ Interventions and their ``intervention`` labels:
   ``patch_random``.
 
 The ``mean`` knockout operator takes its per-head means over every prompt position of the same
-examples (unmasked prefill), the only real-task prompts a knockout job reads.
+(causal) examples (unmasked prefill), the only real-task prompts a knockout job decodes.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from synthctx.causal.decoding import decode_text, greedy_decode, greedy_decode_batch, stop_token_ids
+from synthctx.causal.eval_split import causal_split, check_heads_disjoint
 from synthctx.causal.head_sets import PATCH_SETS, knockout_random_heads, patch_head_sets, positive_ranking, ranked_heads
 from synthctx.causal.interventions import Head, head_geometry, head_output_means, mask_heads
 from synthctx.causal.patching import patched_greedy_decode, patched_greedy_decode_batch
 from synthctx.models.decoding import decode_in_groups
 from synthctx.models.loading import pad_token_id
 from synthctx.provenance import derived_seed, provenance
-from synthctx.schema import read_table, write_table
+from synthctx.schema import read_metadata, read_table, write_table
 
 log = logging.getLogger("synthctx.causal")
 
@@ -43,16 +46,32 @@ def _score(task: str, prediction: str, example: Mapping[str, Any]) -> float:
     return float(score_prediction(task, prediction, example)[0])
 
 
-def load_eval_prompts(eval_path: str, tokenizer, n: int, task: str):
-    """The first ``n`` eval examples (file order) of ``task`` and their prompt token ids."""
+def select_eval_examples(eval_path: str, ranking_examples: int, examples: int, task: str,
+                         head_scores_paths: Sequence[str] = ()):
+    """The ids of the ranking part of ``task``'s eval split and the causal part after it: the
+    ``examples`` examples after the first ``ranking_examples``. Each head-score table is checked
+    not to have decoded a causal example. Runs before any model is loaded, so a bad split fails fast.
+    """
     from synthctx.data.examples import read_examples
+
+    ranking, chosen = causal_split(read_examples(eval_path), ranking_examples, examples, task=task, source=eval_path)
+    causal_ids = [ex["example_id"] for ex in chosen]
+    for path in head_scores_paths:
+        check_heads_disjoint(read_metadata(path), causal_ids, path)
+    return [ex["example_id"] for ex in ranking], chosen
+
+
+def encode_prompts(examples, tokenizer):
+    """Prompt token ids of each example (the chat template the other stages use)."""
     from synthctx.data.prompts import encode_prompt, render_prompt
 
-    examples = [ex for ex in read_examples(eval_path) if ex["task"] == task][:n]
-    if not examples:
-        raise ValueError(f"{eval_path}: no eval examples of task {task!r}")
-    prompts = [encode_prompt(render_prompt(ex, tokenizer), tokenizer)[0] for ex in examples]
-    return examples, prompts
+    return [encode_prompt(render_prompt(ex, tokenizer), tokenizer)[0] for ex in examples]
+
+
+def _split_meta(ranking_ids: Sequence[str], exs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Which eval examples ranked the heads and which ones this run decoded (disjoint)."""
+    return {"ranking_examples": len(ranking_ids), "ranking_example_ids": list(ranking_ids),
+            "examples": len(exs), "example_ids": [ex["example_id"] for ex in exs]}
 
 
 def _heads_json(heads: Sequence[Head]) -> str:
@@ -100,13 +119,14 @@ def _load(model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None):
 
 def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None, eval_path: str,
                  head_scores_path: str, out_path: str, model_name: str, task: str, condition: str,
-                 top_k: int, random_exclude_top: int, random_draws: int, operator: str, examples: int,
-                 max_new_tokens: int, seed: int, head_kind: str = "retrieval", batch_size: int = 1,
+                 top_k: int, random_exclude_top: int, random_draws: int, operator: str, ranking_examples: int,
+                 examples: int, max_new_tokens: int, seed: int, head_kind: str = "retrieval", batch_size: int = 1,
                  log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
     """Knockout of a model's own top-K retrieval heads vs random heads (Figure 4)."""
     from synthctx.models.loading import load_tokenizer
 
     _set_threads(threads)
+    ranking_ids, exs = select_eval_examples(eval_path, ranking_examples, examples, task, [head_scores_path])
     tokenizer = load_tokenizer(model_dir)
     model = _load(model_dir, settings, adapter_dir)
     geometry = head_geometry(model)
@@ -114,7 +134,7 @@ def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: st
     if len(ranking) != geometry.num_layers * geometry.num_heads:
         raise ValueError(f"{head_scores_path}: {len(ranking)} {head_kind} heads scored, "
                          f"model has {geometry.num_layers * geometry.num_heads}")
-    exs, prompts = load_eval_prompts(eval_path, tokenizer, examples, task)
+    prompts = encode_prompts(exs, tokenizer)
     stops = stop_token_ids(tokenizer)
     pad_id = pad_token_id(tokenizer, stops)
     means = head_output_means(model, prompts) if operator == "mean" else None
@@ -147,19 +167,23 @@ def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: st
     write_table(frame, out_path, "intervention_predictions", provenance(
         seed=seed, model=model_name, task=task, condition=condition, operator=operator, top_k=top_k,
         random_exclude_top=random_exclude_top, random_draws=random_draws, head_kind=head_kind,
-        max_new_tokens=max_new_tokens, batch_size=batch_size, seconds=round(time.perf_counter() - started, 1)))
+        max_new_tokens=max_new_tokens, batch_size=batch_size, seconds=round(time.perf_counter() - started, 1),
+        **_split_meta(ranking_ids, exs)))
     return frame
 
 
 def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: str | None,
                  recipient_adapter: str | None, eval_path: str, donor_scores_path: str,
                  recipient_scores_path: str, out_path: str, model_name: str, task: str, recipient: str,
-                 top_k: int, examples: int, max_new_tokens: int, seed: int, head_kind: str = "retrieval",
-                 batch_size: int = 1, log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
+                 top_k: int, ranking_examples: int, examples: int, max_new_tokens: int, seed: int,
+                 head_kind: str = "retrieval", batch_size: int = 1, log_path: str | None = None,
+                 threads: int | None = None) -> pd.DataFrame:
     """Patch the Real (Full) model's heads into a synthetic-data model (Table 3)."""
     from synthctx.models.loading import load_tokenizer
 
     _set_threads(threads)
+    ranking_ids, exs = select_eval_examples(eval_path, ranking_examples, examples, task,
+                                            [donor_scores_path, recipient_scores_path])
     tokenizer = load_tokenizer(model_dir)
     donor_model = _load(model_dir, settings, donor_adapter)
     recipient_model = _load(model_dir, settings, recipient_adapter)
@@ -172,7 +196,7 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
         recipient_table, ranked_heads(recipient_table, head_kind, recipient_scores_path), head_kind)
     sets = patch_head_sets(donor_ranking, recipient_ranking, top_k, geometry.all_heads(),
                            derived_seed(seed, "patch_random", model_name, task, recipient))
-    exs, prompts = load_eval_prompts(eval_path, tokenizer, examples, task)
+    prompts = encode_prompts(exs, tokenizer)
     stops = stop_token_ids(tokenizer)
     pad_id = pad_token_id(tokenizer, stops)
     runs = [("none", [])] + [(f"patch_{name}", sets[name]) for name in PATCH_SETS]
@@ -194,5 +218,5 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
     write_table(frame, out_path, "intervention_predictions", provenance(
         seed=seed, model=model_name, task=task, condition=recipient, donor="real_full", top_k=top_k,
         head_kind=head_kind, max_new_tokens=max_new_tokens, batch_size=batch_size,
-        seconds=round(time.perf_counter() - started, 1)))
+        seconds=round(time.perf_counter() - started, 1), **_split_meta(ranking_ids, exs)))
     return frame
