@@ -25,7 +25,7 @@ def run(device: str, dtype: str, args, examples) -> list[float]:
     settings = TrainSettings(
         lora={"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
         learning_rate=args.lr, epochs=1, batch_size=1, gradient_accumulation=1, warmup_ratio=0.0,
-        max_examples=args.examples, checkpoint_every=0, gradient_checkpointing="auto",
+        checkpoint_every=0, gradient_checkpointing="auto",
     )
     with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as ckpt:
         start = time.perf_counter()
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--json", default=None, help="also write the losses here")
     args = parser.parse_args()
-    examples = read_examples(args.train)
+    examples = read_examples(args.train)[: args.examples]
     cpu = run("cpu", "float32", args, examples)
     gpu = run("cuda", "bfloat16", args, examples)
     print("| step | CPU fp32 loss | GPU bf16 loss | relative difference |")

@@ -25,7 +25,8 @@ BUDGET = 1024
 TASK_CONFIG = {
     "mdqa": {"num_documents": 5, "gold_position": "uniform"},
     "musique": {"hops": [3], "num_paragraphs": 6},
-    "summhay": {"eval_haystacks": 1, "num_documents": 5, "max_gold_documents": 2, "excerpt_sentences": 4},
+    "summhay": {"eval_haystacks": 1, "num_documents": 5, "max_gold_documents": 2, "excerpt_sentences": 4,
+                "min_insight_match": 0.5},
 }
 FILES = {"mdqa": MDQA, "musique": MUSIQUE, "summhay": SUMMHAY}
 
@@ -198,7 +199,8 @@ def test_summhay_shrinks_excerpts_then_documents(smollm_tokenizer):
     haystack = loaders.load_summhay(SUMMHAY[0])
     subtopic = haystack.subtopics[0]
     insight = subtopic.insights[0]
-    kwargs = dict(seed=5, num_documents=5, max_gold_documents=2, excerpt_sentences=4, tokenizer=smollm_tokenizer)
+    kwargs = dict(seed=5, num_documents=5, max_gold_documents=2, excerpt_sentences=4, min_insight_match=0.5,
+                  tokenizer=smollm_tokenizer)
     full = context.build_summhay(haystack, subtopic, insight, "x", context_tokens=BUDGET, **kwargs).example
     tight = full["meta"]["prompt_tokens"] - 30
     small = context.build_summhay(haystack, subtopic, insight, "x", context_tokens=tight, **kwargs).example
@@ -228,16 +230,16 @@ def test_split_determinism_and_disjointness(smollm_tokenizer):
             keys = {e["example_id"]: splits.split_key(1234, e["example_id"]) for e in all_examples(a)}
             assert max(keys[i] for i in eval_ids) < min(keys[i] for i in full_ids)
     # a train cap does not change the eval split
-    capped = build("mdqa", smollm_tokenizer, max_train_examples=1)
+    capped = build("mdqa", smollm_tokenizer, max_train_examples=2)
     assert [e["example_id"] for e in capped.eval] == [e["example_id"] for e in build("mdqa", smollm_tokenizer).eval]
-    assert len(capped.real_full) == 1 and len(capped.real_limited) == 1
+    assert len(capped.real_full) == 2 and len(capped.real_limited) == 1
 
 
 def test_limited_subset_and_heldout():
     examples = [{"example_id": f"e{i}"} for i in range(10)]
     sub = splits.limited_subset(examples, 0.25, 7)
     assert len(sub) == 3 and sub == splits.limited_subset(examples, 0.25, 7)
-    assert len(splits.limited_subset(examples[:2], 0.1, 7)) == 1
+    assert splits.limited_subset(examples[:2], 0.1, 7) == []  # rounds to nothing: the build rejects it
     assert splits.heldout_groups(["a", "b", "c"], 1, 3) == splits.heldout_groups(["c", "b", "a"], 1, 3)
     with pytest.raises(ValueError, match="no training haystack"):
         splits.heldout_groups(["a", "b"], 2, 3)

@@ -132,7 +132,19 @@ def test_load_musique_jsonl_and_array():
     assert first.supporting == (0, 3, 5)
     assert [h.answer for h in first.decomposition] == ["Mara Quill", "Lumen X2", "Oskar Brandt"]
     assert [h.support_idx for h in first.decomposition] == [0, 3, 5]
+    # the single-hop question ids tie composed questions together for the split
+    assert [h.hop_id for h in first.decomposition] == ["101", "102", "103"]
     assert len(loaders.load_musique_files([MUSIQUE_JSONL, MUSIQUE_ARRAY])) == 6
+
+
+def test_musique_missing_sub_question_id(tmp_path):
+    records = json.loads(MUSIQUE_ARRAY.read_text())
+    del records[0]["question_decomposition"][1]["id"]
+    path = tmp_path / "arr.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(ArtifactError, match=r"record 0 \(id 3hop1__501_502_503\): question_decomposition\[1\]: "
+                                            r"field 'id' is missing"):
+        loaders.load_musique(path)
 
 
 def test_musique_array_with_leading_whitespace(tmp_path):

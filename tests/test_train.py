@@ -59,7 +59,7 @@ def tiny_model_dir(tmp_path_factory, smollm_tokenizer):
 SPEC = {"dtype": "float32", "attn_implementation": "sdpa", "rope_theta": None, "context_tokens": 1024}
 SETTINGS = TrainSettings(
     method="lora", lora={"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-    learning_rate=5e-3, epochs=2, batch_size=1, gradient_accumulation=2, warmup_ratio=0.25, max_examples=4,
+    learning_rate=5e-3, epochs=2, batch_size=1, gradient_accumulation=2, warmup_ratio=0.25,
     checkpoint_every=1, gradient_checkpointing=False,
 )
 
@@ -223,7 +223,7 @@ def test_killed_subprocess_resumes_to_same_adapter(tiny_model_dir, tmp_path):
 def test_full_finetuning_option_saves_loadable_weights(tiny_model_dir, tmp_path):
     from synthctx.train.lora import adapter_method, load_finetuned
 
-    settings = replace(SETTINGS, method="full", epochs=1, max_examples=2, gradient_accumulation=2, checkpoint_every=0)
+    settings = replace(SETTINGS, method="full", epochs=1, gradient_accumulation=2, checkpoint_every=0)
     train_condition(examples=qa_examples(2), model_dir=tiny_model_dir, model_settings=SPEC, settings=settings, seed=0,
                     out_dir=tmp_path / "full", checkpoint_dir=tmp_path / "ck", device="cpu")
     assert adapter_method(tmp_path / "full") == "full"
@@ -232,3 +232,20 @@ def test_full_finetuning_option_saves_loadable_weights(tiny_model_dir, tmp_path)
     q_tuned = tuned.model.layers[0].self_attn.q_proj.weight
     q_base = base.model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(q_tuned, q_base)
+
+
+def test_every_example_of_the_train_set_is_trained_on(tiny_model_dir, tmp_path):
+    """Issue 14: no training-side cap (the default config's train section used to keep 10 of 12)."""
+    import yaml
+
+    from conftest import REPO
+
+    train_cfg = yaml.safe_load((REPO / "config.yaml").read_text())["train"]
+    settings = replace(TrainSettings.from_config(train_cfg), checkpoint_every=0)
+    summary = train_condition(examples=qa_examples(12), model_dir=tiny_model_dir, model_settings=SPEC,
+                              settings=settings, seed=3, out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ck",
+                              device="cpu")
+    assert summary["examples"] == 12
+    assert len(read_table(tmp_path / "out" / "train_curve.parquet", "train_curve")) == 12  # batch 1, 1 epoch
+    with pytest.raises(ValueError, match="max_examples' was removed.*data.max_train_examples"):
+        TrainSettings.from_config({**train_cfg, "max_examples": 10})

@@ -1,5 +1,9 @@
 """The real-data stage: raw files -> eval split, Real (Full), Real (Limited), stats.
 
+Set sizes: eval = ``eval_examples``; Real (Full) = every remaining train example that
+builds (optionally capped by ``max_train_examples``); Real (Limited) = ``limited_fraction``
+of Real (Full), which must be non-empty and smaller than Real (Full).
+
 :func:`build_real_data` is pure (returns everything in memory);
 :func:`write_real_data` validates every example first and only then writes the four
 artifacts, so a failure leaves no partial output. :func:`run_build_real_data` is what
@@ -24,6 +28,8 @@ log = logging.getLogger("synthctx.data")
 
 # The needle kind whose position is reported as "needle depth" per task.
 PRIMARY_NEEDLE = {"mdqa": "answer", "musique": "answer", "summhay": "insight"}
+# Fixed F1 bands of the insight-match shares in the stats, comparable across settings.
+INSIGHT_MATCH_BANDS = (0.5, 0.75, 1.0)
 
 
 @dataclass
@@ -62,6 +68,7 @@ def _candidates(task: str, raw_files: Sequence[str], tokenizer, task_config: Map
                     r, seed=seed, num_documents=int(task_config["num_documents"]),
                     gold_position=task_config["gold_position"], tokenizer=tokenizer, context_tokens=context_tokens,
                 ),
+                links=context.mdqa_links(r),
             )
             for r in records
         ]
@@ -79,6 +86,7 @@ def _candidates(task: str, raw_files: Sequence[str], tokenizer, task_config: Map
                     r, seed=seed, num_paragraphs=int(task_config["num_paragraphs"]), pool=pool,
                     tokenizer=tokenizer, context_tokens=context_tokens,
                 ),
+                links=context.musique_links(r),
             )
             for r in kept
         ]
@@ -92,6 +100,7 @@ def _candidates(task: str, raw_files: Sequence[str], tokenizer, task_config: Map
                 h, seed=seed, num_documents=int(task_config["num_documents"]),
                 max_gold_documents=int(task_config["max_gold_documents"]),
                 excerpt_sentences=int(task_config["excerpt_sentences"]),
+                min_insight_match=float(task_config["min_insight_match"]),
                 tokenizer=tokenizer, context_tokens=context_tokens,
             )
         return out
@@ -111,7 +120,11 @@ def build_real_data(
     context_tokens: int,
     progress_file=None,
 ) -> RealData:
-    """Eval split, Real (Full), Real (Limited) and stats of one task (see splits.py)."""
+    """Eval split, Real (Full), Real (Limited) and stats of one task (see splits.py).
+
+    Raises ArtifactError when a set would be empty or Real (Limited) would not be smaller
+    than Real (Full).
+    """
     from tqdm import tqdm
 
     counts: Counter = Counter()
@@ -120,7 +133,13 @@ def build_real_data(
     dropped: Counter = Counter()
     total = eval_examples + (max_train_examples if max_train_examples is not None else len(candidates))
     bar = tqdm(total=min(total, len(candidates)), desc=f"build {task}", file=progress_file, mininterval=5)
-    build = lambda cand: cand.build()  # noqa: E731
+    insight_matches: list[float] = []  # SummHay: every gold document the build scored
+
+    def build(cand: context.Candidate) -> context.Built:
+        result = cand.build()
+        insight_matches.extend(result.insight_matches)
+        return result
+
     if task == "summhay":
         eval_groups = set(splits.heldout_groups([c.group for c in candidates], int(task_config["eval_haystacks"]), seed))
         counts["eval_haystacks"] = len(eval_groups)
@@ -134,19 +153,39 @@ def build_real_data(
             bar.update,
         )
     else:
-        ordered = splits.order_by_hash(candidates, seed, lambda c: c.example_id)
-        eval_set, rest = splits.take_buildable(ordered, eval_examples, build, dropped, bar.update)
+        # Records sharing a sub-question, a supporting paragraph or a gold passage stay together.
+        groups = splits.linked_groups(candidates, seed, lambda c: c.example_id, lambda c: c.links)
+        counts["split_groups"] = len(groups)
+        counts["split_group_max"] = max(len(g) for g in groups)
+        eval_set, rest = splits.take_eval_groups(groups, eval_examples, build, dropped, bar.update)
+        if len(eval_set) < eval_examples:
+            log.warning("%s: only %d of eval_examples=%d eval examples (linked groups larger than the room left "
+                        "went to training)", task, len(eval_set), eval_examples)
+        rest = splits.order_by_hash(rest, seed, lambda c: c.example_id)
         train_set, _ = splits.take_buildable(rest, max_train_examples, build, dropped, bar.update)
     bar.close()
     for reason, n in dropped.items():
         counts[f"dropped_{reason}"] = n
     counts["dropped_budget"] = dropped.get("budget", 0)
+    if task == "summhay":
+        minimum = float(task_config["min_insight_match"])
+        counts["dropped_weak_insight_match"] = dropped.get("weak_insight_match", 0)
+        counts["insight_documents_scored"] = len(insight_matches)
+        counts["insight_documents_below_match"] = sum(1 for f in insight_matches if f < minimum)
+        counts.update(_describe(insight_matches, "insight_match_scored"))
     if not eval_set:
         raise ArtifactError(f"{task}: no eval example could be built from {list(raw_files)}")
     if not train_set:
         raise ArtifactError(f"{task}: no training example could be built from {list(raw_files)}: "
                             f"{len(candidates)} candidates, of which eval_examples={eval_examples} went to "
                             f"the eval split (data.eval_examples or data.{task}.eval_examples)")
+    limited_set = splits.limited_subset(train_set, limited_fraction, seed)
+    sizes = (f"Real (Full) has {len(train_set)} examples (data.max_train_examples={max_train_examples}), "
+             f"data.limited_fraction={limited_fraction} gives Real (Limited) {len(limited_set)}")
+    if not limited_set:
+        raise ArtifactError(f"{task}: Real (Limited) would be empty: {sizes}; raise the fraction or the train size")
+    if len(limited_set) >= len(train_set):
+        raise ArtifactError(f"{task}: Real (Limited) must be smaller than Real (Full): {sizes}")
     for ex in eval_set + train_set:
         depth = needle_depth(ex, tokenizer)
         ex["meta"]["needle_depth"] = None if depth is None else round(depth, 4)
@@ -154,7 +193,7 @@ def build_real_data(
         task=task,
         eval=splits.assign(eval_set, "eval", "real"),
         real_full=splits.assign(train_set, "train", "real_full"),
-        real_limited=splits.assign(splits.limited_subset(train_set, limited_fraction, seed), "train", "real_limited"),
+        real_limited=splits.assign(limited_set, "train", "real_limited"),
         counts=dict(counts),
     )
     data.stats = dataset_stats(data)
@@ -180,6 +219,14 @@ def dataset_stats(data: RealData) -> pd.DataFrame:
         stats.update(_describe([len(ex["documents"]) for ex in examples], "documents"))
         stats.update(_describe([len(ex["gold_doc_ids"]) for ex in examples], "gold_documents"))
         stats.update(_describe([len(ex["needles"]) for ex in examples], "needles"))
+        if data.task == "summhay":
+            # How well the insight needles state their insight (best-sentence unigram F1).
+            matches = [f for ex in examples for f in ex["meta"]["insight_f1"]]
+            stats.update(_describe(matches, "insight_match"))
+            for threshold in INSIGHT_MATCH_BANDS:
+                stats[f"insight_match_share_below_{threshold}"] = (
+                    sum(1 for f in matches if f < threshold) / len(matches) if matches else 0.0
+                )
         rows += [{"task": data.task, "condition": condition, "stat": k, "value": v} for k, v in stats.items()]
     rows += [{"task": data.task, "condition": "all", "stat": k, "value": float(v)} for k, v in sorted(data.counts.items())]
     return pd.DataFrame(rows, columns=SCHEMAS["dataset_stats"].names)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from synthctx.data.examples import make_example
 from synthctx.data.loaders import Haystack, HaystackDocument, MdqaRecord, MusiqueRecord, Passage
 from synthctx.data.prompts import citation_span_in_header, citation_target, prompt_length
-from synthctx.data.text import best_matching_sentence, find_answer_spans, split_sentences
+from synthctx.data.text import best_matching_sentence, find_answer_spans, normalize_answer, split_sentences
 from synthctx.provenance import derived_seed
 
 # Placeholders until the split assigns the example (splits.assign).
@@ -59,7 +59,9 @@ class Built:
     """Outcome of building one candidate: an example, or the reason it was dropped."""
 
     example: dict[str, Any] | None
-    reason: str = ""  # budget | no_answer_span | no_gold_documents | unanswerable
+    reason: str = ""  # budget | no_answer_span | no_gold_documents | unanswerable | weak_insight_match
+    # SummHay: the best-sentence unigram F1 of every gold document of the insight, kept or not
+    insight_matches: tuple[float, ...] = ()
 
 
 @dataclass
@@ -69,6 +71,25 @@ class Candidate:
     example_id: str
     group: str  # SummHay: topic id (split unit); otherwise the example id
     build: Callable[[], Built]
+    # Keys shared by candidates that must land on the same side of the eval/train split
+    # (MuSiQue sub-question ids and supporting paragraphs, MDQA gold passage and question).
+    links: tuple[str, ...] = ()
+
+
+def passage_key(passage: Passage) -> str:
+    """A passage's identity across records: title and text, case and spacing ignored."""
+    return " ".join(passage.title.casefold().split()) + "\n" + " ".join(passage.text.casefold().split())
+
+
+def mdqa_links(record: MdqaRecord) -> tuple[str, ...]:
+    """Questions with the same gold passage (or the same question) share a split side."""
+    return ("gold:" + passage_key(record.gold), "question:" + normalize_answer(record.question))
+
+
+def musique_links(record: MusiqueRecord) -> tuple[str, ...]:
+    """Composed questions that share a single-hop sub-question or a supporting paragraph share a side."""
+    hops = tuple("hop:" + hop.hop_id for hop in record.decomposition)
+    return hops + tuple("paragraph:" + passage_key(record.paragraphs[s]) for s in record.supporting)
 
 
 def _rng(seed: int, *parts: Any) -> random.Random:
@@ -139,16 +160,18 @@ def build_mdqa(
 class ParagraphPool:
     """Non-supporting paragraphs of all MuSiQue records, to pad short examples.
 
-    Only non-supporting paragraphs are used so that no question's evidence leaks into
-    another example (possibly of the other split).
+    A paragraph that supports any record (the same Wikipedia paragraph is often a
+    distractor of one question and evidence of another) is left out, so that no
+    question's evidence leaks into another example (possibly of the other split).
     """
 
     def __init__(self, records: Sequence[MusiqueRecord]):
+        evidence = {passage_key(rec.paragraphs[s]) for rec in records for s in rec.supporting}
         self.items: list[tuple[str, Passage]] = [
             (rec.record_id, p)
             for rec in records
             for j, p in enumerate(rec.paragraphs)
-            if j not in set(rec.supporting)
+            if j not in set(rec.supporting) and passage_key(p) not in evidence
         ]
 
     def draw(self, rng: random.Random, count: int, record: MusiqueRecord, banned: Sequence[str]) -> list[Passage]:
@@ -298,6 +321,7 @@ def summhay_candidates(
     num_documents: int,
     max_gold_documents: int,
     excerpt_sentences: int,
+    min_insight_match: float,
     tokenizer,
     context_tokens: int,
 ) -> list[Candidate]:
@@ -314,7 +338,7 @@ def summhay_candidates(
                         lambda st=subtopic, ins=insight, eid=example_id: build_summhay(
                             haystack, st, ins, eid, seed=seed, num_documents=num_documents,
                             max_gold_documents=max_gold_documents, excerpt_sentences=excerpt_sentences,
-                            tokenizer=tokenizer, context_tokens=context_tokens,
+                            min_insight_match=min_insight_match, tokenizer=tokenizer, context_tokens=context_tokens,
                         )
                     ),
                 )
@@ -332,25 +356,34 @@ def build_summhay(
     num_documents: int,
     max_gold_documents: int,
     excerpt_sentences: int,
+    min_insight_match: float,
     tokenizer,
     context_tokens: int,
 ) -> Built:
     """Gold excerpts (keeping the insight sentence) mixed with non-gold excerpts, shuffled.
 
-    Fitting order: excerpts shrink one sentence at a time (down to one sentence), then
-    non-gold documents are dropped (last drawn first).
+    A gold document whose best-matching sentence has a unigram F1 below
+    ``min_insight_match`` with the insight is left out of the example altogether (it
+    would be a needle that does not state the insight, and as a non-gold document a
+    wrong citation target); an insight with no gold document left is dropped (reason
+    ``weak_insight_match``). Fitting order: excerpts shrink one sentence at a time (down
+    to one sentence), then non-gold documents are dropped (last drawn first).
     """
     gold_docs = [d for d in haystack.documents if insight.insight_id in d.insights]
     if not gold_docs:
         return Built(None, "no_gold_documents")
+    matches = [best_matching_sentence(d.text, insight.text) for d in gold_docs]
+    scores = tuple(f1 for _, f1 in matches)
+    strong = [(d, index, f1) for d, (index, f1) in zip(gold_docs, matches) if f1 >= min_insight_match]
+    if not strong:
+        return Built(None, "weak_insight_match", scores)
     others = [d for d in haystack.documents if insight.insight_id not in d.insights]
     rng = _rng(seed, "summhay", example_id)
-    n_gold = min(max_gold_documents, len(gold_docs), num_documents)
-    chosen_gold = rng.sample(gold_docs, n_gold)
+    n_gold = min(max_gold_documents, len(strong), num_documents)
+    chosen_gold = rng.sample(strong, n_gold)
     chosen_other = rng.sample(others, min(num_documents - n_gold, len(others)))
     excerpts = []
-    for doc in chosen_gold:
-        index, f1 = best_matching_sentence(doc.text, insight.text)
+    for doc, index, f1 in chosen_gold:
         excerpts.append(_Excerpt(doc, split_sentences(doc.text), index, f1, rng.random()))
     for doc in chosen_other:
         excerpts.append(_Excerpt(doc, split_sentences(doc.text), -1, 0.0, rng.random()))
@@ -394,6 +427,7 @@ def build_summhay(
                 "num_documents": len(documents),
                 "gold_positions": [int(g) - 1 for g in gold_ids],
                 "gold_available": len(gold_docs),
+                "gold_below_match": len(gold_docs) - len(strong),
             },
             **_UNSPLIT,
         )
@@ -405,4 +439,4 @@ def build_summhay(
             yield compose(1, n_other)
 
     example, _ = fit_to_budget(variants(), tokenizer, context_tokens)
-    return Built(example, "" if example else "budget")
+    return Built(example, "" if example else "budget", scores)

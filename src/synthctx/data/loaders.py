@@ -45,6 +45,7 @@ class Hop:
     question: str
     answer: str
     support_idx: int
+    hop_id: str  # the single-hop question's id (question_decomposition[].id), shared across composed questions
 
 
 @dataclass(frozen=True)
@@ -229,11 +230,13 @@ def load_musique(path: str | Path) -> list[MusiqueRecord]:
             support = _require(step, "paragraph_support_idx", (int, type(None)), swhere)
             if support is not None and support not in by_idx:
                 raise ArtifactError(f"{swhere}: field 'paragraph_support_idx' {support} names no paragraph idx")
+            hop_id = _require(step, "id", (int, str), swhere)
             hops.append(
                 Hop(
                     question=_string(step, "question", swhere),
                     answer=_string(step, "answer", swhere, allow_empty=True),
                     support_idx=by_idx[support] if support is not None else -1,
+                    hop_id=str(hop_id),
                 )
             )
         aliases = raw.get("answer_aliases", []) if isinstance(raw, dict) else []

@@ -1,13 +1,18 @@
 """Seeded eval/train splits of the real data (STUDY.md section 2).
 
-- MDQA/MuSiQue: candidates are taken in the order of ``derived_seed(seed, example_id)``;
-  the first ``eval_examples`` that fit the budget are the eval split, the next ones (up
-  to ``max_train_examples``) Real (Full). The eval split therefore does not depend on the
-  train cap.
+- MDQA/MuSiQue: candidates that share a link key (MuSiQue: a single-hop sub-question id
+  or a supporting paragraph; MDQA: the gold passage or the question) form one linked
+  group (connected components), and a group is never split. Groups are ordered by the
+  smallest ``derived_seed(seed, example_id)`` of their members; the eval split takes
+  whole groups in that order until it holds ``eval_examples`` buildable examples, passing
+  over a group larger than the room left (it goes to training whole). Real (Full) is
+  then every remaining candidate that builds, in seeded-hash order, up to the optional
+  ``max_train_examples``. The eval split therefore does not depend on the train cap, and
+  with no shared keys it is exactly the first ``eval_examples`` buildable candidates.
 - SummHay: whole haystacks are held out (the ``eval_haystacks`` topic ids with the
   smallest seeded hash), so no document is in both splits.
-- Real (Limited): the ``limited_fraction`` of Real (Full) with the smallest seeded hash
-  (at least one example).
+- Real (Limited): the ``limited_fraction`` of Real (Full) (rounded half up) with the
+  smallest seeded hash; the caller rejects an empty one or one as large as Real (Full).
 """
 
 from __future__ import annotations
@@ -38,6 +43,70 @@ def heldout_groups(groups: Iterable[str], count: int, seed: int) -> list[str]:
     if count >= len(unique):
         raise ValueError(f"cannot hold out {count} of {len(unique)} haystacks: no training haystack would remain")
     return sorted(unique, key=lambda g: (derived_seed(seed, "heldout-haystack", g), g))[:count]
+
+
+def linked_groups(
+    items: Iterable[T], seed: int, id_of: Callable[[T], str], links_of: Callable[[T], Iterable[str]]
+) -> list[list[T]]:
+    """``items`` in connected components over shared link keys, in seeded-hash order.
+
+    Two items are in one group when they share a key, directly or through other items.
+    Members are sorted by the seeded hash of their id, groups by their first member, so
+    a group of one sits exactly where :func:`order_by_hash` would put it.
+    """
+    ordered = order_by_hash(items, seed, id_of)
+    parent = list(range(len(ordered)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, item in enumerate(ordered):
+        for key in links_of(item):
+            if key in owner:
+                a, b = root(owner[key]), root(i)
+                # the smaller index (earlier in hash order) stays the root
+                parent[max(a, b)] = min(a, b)
+            else:
+                owner[key] = i
+    groups: dict[int, list[T]] = {}
+    for i, item in enumerate(ordered):
+        groups.setdefault(root(i), []).append(item)
+    return [groups[r] for r in sorted(groups)]
+
+
+def take_eval_groups(
+    groups: Sequence[Sequence[Any]],
+    count: int,
+    build: Callable[[Any], Any],
+    dropped: Counter,
+    on_success: Callable[[], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Whole groups, in order, until ``count`` examples are built; and the candidates left.
+
+    A group with more candidates than the room left is passed over (it stays for
+    training), so the eval split never exceeds ``count`` and no group is split.
+    Candidates that fail to build are counted in ``dropped`` by reason, as in
+    :func:`take_buildable`.
+    """
+    examples: list[dict[str, Any]] = []
+    rest: list[Any] = []
+    for group in groups:
+        if len(examples) >= count or len(group) > count - len(examples):
+            rest.extend(group)
+            continue
+        for cand in group:
+            result = build(cand)
+            if result.example is None:
+                dropped[result.reason] += 1
+                continue
+            examples.append(result.example)
+            if on_success:
+                on_success()
+    return examples, rest
 
 
 def take_buildable(
@@ -80,11 +149,16 @@ def assign(examples: Sequence[dict[str, Any]], split: str, condition: str) -> li
     return out
 
 
+def limited_size(total: int, fraction: float) -> int:
+    """``fraction`` of ``total`` rounded half up (0 when it rounds to nothing)."""
+    return min(total, math.floor(fraction * total + 0.5))
+
+
 def limited_subset(examples: Sequence[dict[str, Any]], fraction: float, seed: int) -> list[dict[str, Any]]:
-    """Seeded subset of ``fraction`` of ``examples`` (at least one), in their original order."""
-    if not examples:
+    """Seeded subset of ``fraction`` of ``examples`` (rounded half up), in their original order."""
+    n = limited_size(len(examples), fraction)
+    if n == 0:
         return []
-    n = max(1, min(len(examples), math.floor(fraction * len(examples) + 0.5)))
     ranked = sorted(examples, key=lambda ex: (derived_seed(seed, "real-limited", ex["example_id"]), ex["example_id"]))
     keep = {ex["example_id"] for ex in ranked[:n]}
     return [ex for ex in examples if ex["example_id"] in keep]

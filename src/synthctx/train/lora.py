@@ -56,12 +56,18 @@ class TrainSettings:
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    max_examples: int | None = None
     checkpoint_every: int = 0
     gradient_checkpointing: Any = "auto"  # auto (GPU only) | True | False
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "TrainSettings":
+        if "max_examples" in cfg:
+            # Each condition trains on its whole train set; its size is set where it is built.
+            raise ValueError(
+                "config train: key 'max_examples' was removed: every condition trains on all of its train set; "
+                "size Real (Full) with data.max_train_examples (Real (Limited) is data.limited_fraction of it) "
+                "and the synthetic sets with generation.examples_per_variant"
+            )
         known = set(cls.__dataclass_fields__)
         unknown = set(cfg) - known
         if unknown:
@@ -102,10 +108,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def select_examples(examples: Sequence[Mapping[str, Any]], max_examples: int | None, seed: int) -> list[Mapping[str, Any]]:
-    """The first ``max_examples`` examples of a seeded order (same count for every condition)."""
-    order = sorted(examples, key=lambda ex: derived_seed(seed, "select", ex["example_id"]))
-    return list(order[:max_examples] if max_examples else order)
+def training_order(examples: Sequence[Mapping[str, Any]], seed: int) -> list[Mapping[str, Any]]:
+    """Every example of the train set, in a seeded order (independent of the file's row order)."""
+    return sorted(examples, key=lambda ex: derived_seed(seed, "select", ex["example_id"]))
 
 
 def micro_batch_plan(n_examples: int, settings: TrainSettings, seed: int) -> list[list[int]]:
@@ -345,7 +350,7 @@ def train_condition(
     run_info = dict(run_info or {})
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
     tokenizer = load_tokenizer(model_dir)
-    chosen = select_examples(examples, settings.max_examples, seed)
+    chosen = training_order(examples, seed)
     budget = model_settings.get("context_tokens")
     encoded = []
     for ex in chosen:
