@@ -55,10 +55,10 @@ def all_examples(data):
 
 def test_mdqa_examples(smollm_tokenizer):
     data = build("mdqa", smollm_tokenizer)
-    assert (len(data.eval), len(data.real_full), len(data.real_limited)) == (1, 3, 2)
+    assert (len(data.eval), len(data.real_full), len(data.real_limited)) == (1, 6, 3)
     assert data.counts["dropped_budget"] == 0
     by_id = {ex["example_id"]: ex for ex in data.eval + data.real_full}
-    assert sorted(by_id) == ["mdqa-00000", "mdqa-00001", "mdqa-00002", "mdqa-00003"]
+    assert sorted(by_id) == [f"mdqa-{i:05d}" for i in range(7)]
     moby = by_id["mdqa-00000"]
     assert needle_texts(moby, "answer") == ["Herman Melville", "herman melville"]
     soccer = by_id["mdqa-00002"]

@@ -51,7 +51,7 @@ def test_unigram_f1():
 
 def test_load_mdqa_values():
     records = loaders.load_mdqa(MDQA)
-    assert [r.record_id for r in records] == ["mdqa-00000", "mdqa-00001", "mdqa-00002", "mdqa-00003"]
+    assert [r.record_id for r in records] == [f"mdqa-{i:05d}" for i in range(7)]
     first = records[0]
     assert first.question == "who wrote the novel moby dick"
     assert first.answers == ("Herman Melville",)
@@ -63,7 +63,7 @@ def test_load_mdqa_gzip(tmp_path):
     gz = tmp_path / "x.jsonl.gz"
     with gzip.open(gz, "wt") as handle:
         handle.write(MDQA.read_text())
-    assert len(loaders.load_mdqa(gz)) == 4
+    assert len(loaders.load_mdqa(gz)) == 7
 
 
 def _mdqa_lines():

@@ -226,16 +226,16 @@ def test_padding_pool_skips_paragraphs_that_support_another_record():
 
 def test_real_limited_must_be_nonempty_and_smaller_than_real_full(smollm_tokenizer):
     cfg = {"num_documents": 3, "gold_position": "uniform"}
-    ok = build("mdqa", MDQA_FIXTURE, smollm_tokenizer, cfg, eval_examples=1, limited_fraction=0.5)
+    ok = build("mdqa", MDQA_FIXTURE, smollm_tokenizer, cfg, eval_examples=4, limited_fraction=0.5)
     assert (len(ok.real_full), len(ok.real_limited)) == (3, 2)
     with pytest.raises(ArtifactError, match=r"mdqa: Real \(Limited\) must be smaller than Real \(Full\): "
                                             r"Real \(Full\) has 3 examples.*Real \(Limited\) 3"):
-        build("mdqa", MDQA_FIXTURE, smollm_tokenizer, cfg, eval_examples=1, limited_fraction=1.0)
+        build("mdqa", MDQA_FIXTURE, smollm_tokenizer, cfg, eval_examples=4, limited_fraction=1.0)
     with pytest.raises(ArtifactError, match=r"must be smaller.*has 1 examples \(data.max_train_examples=1\)"):
         build("mdqa", MDQA_FIXTURE, smollm_tokenizer, cfg, eval_examples=1, limited_fraction=0.5,
               max_train_examples=1)
     with pytest.raises(ArtifactError, match=r"mdqa: Real \(Limited\) would be empty: Real \(Full\) has 3"):
-        build("mdqa", MDQA_FIXTURE, smollm_tokenizer, cfg, eval_examples=1, limited_fraction=0.1)
+        build("mdqa", MDQA_FIXTURE, smollm_tokenizer, cfg, eval_examples=4, limited_fraction=0.1)
 
 
 def test_real_full_is_every_remaining_train_example(tmp_path, smollm_tokenizer):
