@@ -26,6 +26,8 @@ log = logging.getLogger("synthctx.evaluate")
 class Generation:
     text: str
     generated_tokens: int
+    # The generated ids before the stop token (backend parity is checked on these).
+    token_ids: tuple[int, ...] = ()
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:
@@ -46,7 +48,7 @@ def _finish(token_ids: Sequence[int], stop_ids: set[int], tokenizer) -> Generati
         if t in stop_ids:
             ids = ids[:i]
             break
-    return Generation(tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids))
+    return Generation(tokenizer.decode(ids, skip_special_tokens=True).strip(), len(ids), tuple(ids))
 
 
 def greedy_decode_hf(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int, batch_size: int = 8,

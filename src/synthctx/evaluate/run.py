@@ -76,23 +76,16 @@ def generate_hf(examples, prompts, tokenizer, model_dir: str, model_settings: Ma
 
 def generate_vllm(prompts, tokenizer, model_dir: str, model_settings: Mapping[str, Any], adapters: Mapping[str, str],
                   max_new_tokens: int, vllm_settings: Mapping[str, Any], seed: int) -> dict[str, list]:
-    from synthctx.models.loading import prepare_vllm_cpu_environment
+    from synthctx.models.loading import prepare_vllm_cpu_environment, vllm_engine_kwargs
 
     prepare_vllm_cpu_environment()
     from vllm import LLM
     from vllm.lora.request import LoRARequest
 
     stop = end_of_turn_ids(tokenizer)
-    kwargs: dict[str, Any] = {
-        "model": model_dir, "tokenizer": model_dir, "seed": seed,
-        "dtype": model_settings.get("dtype", "float32"),
-        "max_model_len": int(max(len(p) for p in prompts) + max_new_tokens),
-        "gpu_memory_utilization": float(vllm_settings.get("gpu_memory_utilization", 0.3)),
-        "enforce_eager": bool(vllm_settings.get("enforce_eager", True)),
-    }
-    if model_settings.get("rope_theta"):
-        kwargs["hf_overrides"] = {"rope_theta": float(model_settings["rope_theta"]),
-                                  "max_position_embeddings": int(model_settings.get("context_tokens") or 0) or None}
+    # The model settings reach the engine as load_model applies them (RoPE base, window).
+    kwargs = vllm_engine_kwargs(model_dir, model_settings, max(len(p) for p in prompts) + max_new_tokens,
+                                vllm_settings, seed)
     if adapters:
         kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=vllm_max_lora_rank([adapter_rank(d) for d in adapters.values()]))
     llm = LLM(**kwargs)

@@ -59,17 +59,15 @@ def load_model(
 ):
     """Load a causal LM, optionally raising RoPE theta and attaching a LoRA adapter.
 
-    ``rope_theta`` is applied only when given (the config sets it where ``context_tokens``
-    exceeds the native window); ``max_position_embeddings`` then grows to the budget.
+    The RoPE base and position window come from :func:`config_overrides`, the same fields a
+    vLLM engine gets (:func:`vllm_engine_kwargs`), so every backend runs the same model.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_dir)
-    if rope_theta:
-        set_rope_theta(config, rope_theta)
-        if context_tokens and context_tokens > getattr(config, "max_position_embeddings", 0):
-            config.max_position_embeddings = context_tokens
+    for field, value in config_overrides(config, rope_theta, context_tokens, model_dir=model_dir).items():
+        setattr(config, field, value)
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, config=config, dtype=getattr(torch, DTYPES[dtype]), attn_implementation=attn_implementation
     )
@@ -84,17 +82,79 @@ def load_model(
     return model
 
 
-def set_rope_theta(config: Any, theta: float) -> None:
-    """Set RoPE base on a transformers config (v5 keeps it in rope_parameters)."""
+# RoPE types whose frequencies never read max_position_embeddings (llama3 keeps its own
+# original_max_position_embeddings in rope_parameters): growing the window only lengthens
+# position tables. Other types (dynamic, yarn without a factor, ...) rescale with it.
+WINDOW_FREE_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+def config_overrides(config: Any, rope_theta: float | None = None, context_tokens: int | None = None,
+                     positions: int | None = None, model_dir: str = "model") -> dict[str, Any]:
+    """The transformers-config fields a model's settings change, as ``{field: value}``.
+
+    One source for every backend: ``load_model`` sets them on the HF config and
+    :func:`vllm_engine_kwargs` passes them as vLLM ``hf_overrides``. Transformers 5.x and vLLM
+    read the RoPE base from ``rope_parameters``; a flat ``rope_theta`` override never reaches
+    it (vLLM's standardisation only fills a missing ``rope_theta``), and vLLM sets a
+    dict-valued override whole, so the full dict goes in with its base replaced.
+    ``max_position_embeddings`` grows, never shrinks, to the longest of ``context_tokens`` and
+    ``positions`` (the engine's ``max_model_len``): vLLM refuses a longer ``max_model_len`` and
+    sizes its cos/sin table by it.
+    """
+    overrides: dict[str, Any] = {}
     params = getattr(config, "rope_parameters", None)
-    if isinstance(params, dict):
-        params["rope_theta"] = float(theta)
-    if hasattr(config, "rope_theta") or not isinstance(params, dict):
-        config.rope_theta = float(theta)
+    if rope_theta:
+        theta = float(rope_theta)
+        if isinstance(params, dict) and params and any(isinstance(v, dict) for v in params.values()):
+            raise ValueError(f"{model_dir}: rope_theta override of a model with one RoPE per layer type "
+                             f"({sorted(params)}) is not supported")
+        overrides["rope_parameters"] = {**(params if isinstance(params, dict) else {}), "rope_theta": theta}
+        overrides["rope_parameters"].setdefault("rope_type", "default")
+        if hasattr(config, "rope_theta"):  # configs that still keep a top-level copy
+            overrides["rope_theta"] = theta
+    native = int(getattr(config, "max_position_embeddings", 0) or 0)
+    window = max(int(context_tokens or 0), int(positions or 0))
+    if native and window > native:
+        rope_type = (overrides.get("rope_parameters") or params or {}).get("rope_type", "default")
+        if rope_type not in WINDOW_FREE_ROPE_TYPES:
+            raise ValueError(f"{model_dir}: rope_type {rope_type!r} rescales with max_position_embeddings; "
+                             f"growing it from {native} to {window} would change the model")
+        overrides["max_position_embeddings"] = window
+    return overrides
+
+
+def vllm_engine_kwargs(model_dir: str, model_settings: Mapping[str, Any], max_model_len: int,
+                       vllm_settings: Mapping[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments for a model with these ``model_settings`` (see
+    :func:`model_settings`): dtype, and the RoPE base and window of :func:`config_overrides` as
+    ``hf_overrides``, read from the model's config under the engine's own transformers.
+    ``attn_implementation`` is HF's; vLLM picks its own attention kernels (same function).
+    """
+    from transformers import AutoConfig
+
+    engine = dict(vllm_settings or {})
+    engine.pop("max_model_len", None)  # the caller's (sized to its prompts) wins
+    kwargs: dict[str, Any] = {
+        "model": str(model_dir), "tokenizer": str(model_dir), "seed": int(seed),
+        "dtype": model_settings.get("dtype") or "float32", "max_model_len": int(max_model_len),
+        "gpu_memory_utilization": float(engine.pop("gpu_memory_utilization", 0.3)),
+        "enforce_eager": bool(engine.pop("enforce_eager", True)),
+        **engine,
+    }
+    rope_theta, context_tokens = model_settings.get("rope_theta"), model_settings.get("context_tokens")
+    if rope_theta or context_tokens:  # otherwise the engine runs the model as prepared
+        overrides = config_overrides(AutoConfig.from_pretrained(str(model_dir)), rope_theta, context_tokens,
+                                     positions=max_model_len, model_dir=str(model_dir))
+        if overrides:
+            kwargs["hf_overrides"] = overrides
+    return kwargs
 
 
 def model_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The load_model keyword arguments of a config ``models.<name>`` entry."""
+    """The load_model keyword arguments of a config ``models.<name>`` entry.
+
+    Every key here must change HF and vLLM alike: tests/test_backend_parity.py checks each.
+    """
     return {
         "dtype": spec.get("dtype", "float32"),
         "attn_implementation": spec.get("attn_implementation", "sdpa"),

@@ -184,17 +184,20 @@ class VLLMBackend(Backend):
     name = "vllm"
 
     def __init__(self, model_dir: str, seed: int = 0, dtype: str = "float32", max_model_len: int = 2048,
-                 gpu_memory_utilization: float = 0.3, enforce_eager: bool = True, **engine_kwargs: Any):
-        from synthctx.models.loading import prepare_vllm_cpu_environment
+                 gpu_memory_utilization: float = 0.3, enforce_eager: bool = True,
+                 model_settings: Mapping[str, Any] | None = None, **engine_kwargs: Any):
+        from synthctx.models.loading import prepare_vllm_cpu_environment, vllm_engine_kwargs
 
         self.environment_set = prepare_vllm_cpu_environment()
         from vllm import LLM  # lazy: the main environment has no vLLM
 
         self.model_dir = str(model_dir)
-        self.engine_settings = dict(dtype=dtype, max_model_len=max_model_len, seed=seed,
-                                    gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                                    **engine_kwargs)
-        self.llm = LLM(model=self.model_dir, **self.engine_settings)
+        # The same builder as evaluation's engine: model settings (RoPE, window) as load_model applies them.
+        kwargs = vllm_engine_kwargs(self.model_dir, {"dtype": dtype, **dict(model_settings or {})}, max_model_len,
+                                    dict(gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                                         **engine_kwargs), seed)
+        self.engine_settings = {k: v for k, v in kwargs.items() if k not in ("model", "tokenizer")}
+        self.llm = LLM(**kwargs)
 
     def sampling_params(self, params: GenerationParams, seed: int):
         from vllm import SamplingParams
@@ -232,15 +235,16 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model_dir: str, dtype: str = "float32", batch_size: int = 8, device: str | None = None,
-                 **_ignored: Any):
+                 model_settings: Mapping[str, Any] | None = None, **_ignored: Any):
         from synthctx.models.loading import load_model, load_tokenizer
 
         self.model_dir = str(model_dir)
         self.tokenizer = load_tokenizer(self.model_dir)
         self.tokenizer.padding_side = "left"
-        self.model = load_model(self.model_dir, dtype=dtype, device=device)
+        settings = {"dtype": dtype, **dict(model_settings or {})}
+        self.model = load_model(self.model_dir, device=device, **settings)
         self.batch_size = batch_size
-        self.dtype = dtype
+        self.dtype = settings["dtype"]
         self._quotes: list[int] | None = None
 
     def _quote_tokens(self) -> list[int]:
@@ -354,12 +358,18 @@ class HFBackend(Backend):
 
 
 def make_backend(name: str, model_dir: str, seed: int = 0, dtype: str = "float32",
-                 vllm_settings: Mapping[str, Any] | None = None, batch_size: int = 8) -> Backend:
-    """Create the ``name`` backend (vllm | hf) for the prepared model at ``model_dir``."""
+                 vllm_settings: Mapping[str, Any] | None = None, batch_size: int = 8,
+                 model_settings: Mapping[str, Any] | None = None) -> Backend:
+    """Create the ``name`` backend (vllm | hf) for the prepared model at ``model_dir``.
+
+    ``model_settings`` (``synthctx.models.loading.model_settings``; default: ``dtype`` only, the
+    model as prepared) reach both backends the same way.
+    """
     if name == "vllm":
-        return VLLMBackend(model_dir, seed=seed, dtype=dtype, **dict(vllm_settings or {}))
+        return VLLMBackend(model_dir, seed=seed, dtype=dtype, model_settings=model_settings,
+                           **dict(vllm_settings or {}))
     if name == "hf":
-        return HFBackend(model_dir, dtype=dtype, batch_size=batch_size)
+        return HFBackend(model_dir, dtype=dtype, batch_size=batch_size, model_settings=model_settings)
     if name == "fake":  # tests and dry runs: no model
         from synthctx.synth.fake import FakeBackend
 
