@@ -85,6 +85,7 @@ rule knockout:
         batch_size=CAUSAL["batch_size"],
         max_new_tokens=lambda wc: config["evaluate"]["max_new_tokens"][wc.task],
         head_kind=CAUSAL_HEAD_KIND,
+        positive_heads_only=CAUSAL.get("positive_heads_only", True),
         seed=STUDY["seed"],
     script:
         "../workflow/scripts/knockout.py"
@@ -119,6 +120,7 @@ rule patching:
         batch_size=CAUSAL["batch_size"],
         max_new_tokens=lambda wc: config["evaluate"]["max_new_tokens"][wc.task],
         head_kind=CAUSAL_HEAD_KIND,
+        positive_heads_only=CAUSAL.get("positive_heads_only", True),
         seed=STUDY["seed"],
     script:
         "../workflow/scripts/patching.py"

@@ -26,6 +26,8 @@ rule heads:
         "results/heads/{model}/{task}/{condition}.parquet",
     log:
         "logs/heads/{model}/{task}/{condition}.log",
+    benchmark:
+        "logs/heads/{model}/{task}/{condition}.benchmark.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -58,6 +60,8 @@ rule niah_heads:
         set2="results/heads/{model}/niah/set2.parquet",
     log:
         "logs/heads/{model}/niah.log",
+    benchmark:
+        "logs/heads/{model}/niah.benchmark.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1

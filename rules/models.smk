@@ -1,7 +1,33 @@
 # Models: turn each config model source into a plain safetensors directory, once.
 
 
+def tokenizer_source(model):
+    """random_init models: the models: entry (prepared first) or directory whose tokenizer they
+    borrow; None for the other source kinds."""
+    source = config["models"][model]["source"]
+    if source["kind"] != "random_init":
+        return None
+    borrowed = source["tokenizer_from"]
+    return ("entry", borrowed) if borrowed in config["models"] else ("dir", borrowed)
+
+
+def tokenizer_input(wildcards):
+    """The borrowed tokenizer's model as an input, so that it is prepared before (and a
+    re-prepared tokenizer model re-builds this one)."""
+    borrowed = tokenizer_source(wildcards.model)
+    return [f"{model_dir(borrowed[1])}/config.json"] if borrowed and borrowed[0] == "entry" else []
+
+
+def tokenizer_dir_param(wildcards):
+    borrowed = tokenizer_source(wildcards.model)
+    if borrowed is None:
+        return ""
+    return model_dir(borrowed[1]) if borrowed[0] == "entry" else borrowed[1]
+
+
 rule prepare_model:
+    input:
+        tokenizer=tokenizer_input,
     output:
         config="resources/models/{model}/config.json",
     log:
@@ -11,9 +37,11 @@ rule prepare_model:
     localrule: True
     threads: 1
     resources:
+        # random_init holds one 4 GiB shard of bf16 weights at a time.
         mem_mb=8000,
         runtime="30m",
     params:
         source=lambda wc: config["models"][wc.model]["source"],
+        tokenizer_dir=tokenizer_dir_param,
     script:
         "../workflow/scripts/prepare_model.py"

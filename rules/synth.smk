@@ -38,6 +38,8 @@ rule synth_pool:
         pool="results/synth/{task}/pool.parquet",
     log:
         "logs/synth_pool/{task}.log",
+    benchmark:
+        "logs/synth_pool/{task}.benchmark.tsv"
     conda:
         ("../envs/vllm.yaml" if on_gpu() else "../envs/vllm-cpu.yaml") if SYNTH_ON_VLLM else "../envs/torch.yaml"
     # vLLM's CPU engine serves with one torch thread; HF generate would use more, but one

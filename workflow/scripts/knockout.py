@@ -35,6 +35,7 @@ run_knockout(
     max_new_tokens=sm.params.max_new_tokens,
     seed=sm.params.seed,
     head_kind=sm.params.head_kind,
+    positive_heads_only=sm.params.positive_heads_only,
     log_path=sm.log[0],
     threads=sm.threads,
 )

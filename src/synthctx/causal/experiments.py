@@ -121,8 +121,12 @@ def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: st
                  head_scores_path: str, out_path: str, model_name: str, task: str, condition: str,
                  top_k: int, random_exclude_top: int, random_draws: int, operator: str, ranking_examples: int,
                  examples: int, max_new_tokens: int, seed: int, head_kind: str = "retrieval", batch_size: int = 1,
-                 log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
-    """Knockout of a model's own top-K retrieval heads vs random heads (Figure 4)."""
+                 log_path: str | None = None, threads: int | None = None,
+                 positive_heads_only: bool = True) -> pd.DataFrame:
+    """Knockout of a model's own top-K retrieval heads vs random heads (Figure 4).
+
+    ``positive_heads_only`` false lets heads that never retrieved fill the top set (config
+    ``causal.positive_heads_only``: rehearsals on random weights, whose heads never copy)."""
     from synthctx.models.loading import load_tokenizer
 
     _set_threads(threads)
@@ -141,7 +145,8 @@ def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: st
 
     # Only heads that retrieved at all count as retrieval heads (as in synthctx.analysis): with
     # fewer than K positive heads the top set is smaller, and so is each random control set.
-    ranking = positive_ranking(read_table(head_scores_path, "head_scores"), ranking, head_kind)
+    if positive_heads_only:
+        ranking = positive_ranking(read_table(head_scores_path, "head_scores"), ranking, head_kind)
     top = sorted(ranking[:top_k])
     runs: list[tuple[str, int, list[Head]]] = [("none", 0, []), ("knockout_topk", 0, top)]
     for draw in range(random_draws):
@@ -177,8 +182,9 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
                  recipient_scores_path: str, out_path: str, model_name: str, task: str, recipient: str,
                  top_k: int, ranking_examples: int, examples: int, max_new_tokens: int, seed: int,
                  head_kind: str = "retrieval", batch_size: int = 1, log_path: str | None = None,
-                 threads: int | None = None) -> pd.DataFrame:
-    """Patch the Real (Full) model's heads into a synthetic-data model (Table 3)."""
+                 threads: int | None = None, positive_heads_only: bool = True) -> pd.DataFrame:
+    """Patch the Real (Full) model's heads into a synthetic-data model (Table 3); for
+    ``positive_heads_only`` see :func:`run_knockout`."""
     from synthctx.models.loading import load_tokenizer
 
     _set_threads(threads)
@@ -191,9 +197,11 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
     donor_table = read_table(donor_scores_path, "head_scores")
     recipient_table = read_table(recipient_scores_path, "head_scores")
     # Top-K sets hold only heads with a positive score (as in synthctx.analysis).
-    donor_ranking = positive_ranking(donor_table, ranked_heads(donor_table, head_kind, donor_scores_path), head_kind)
-    recipient_ranking = positive_ranking(
-        recipient_table, ranked_heads(recipient_table, head_kind, recipient_scores_path), head_kind)
+    donor_ranking = ranked_heads(donor_table, head_kind, donor_scores_path)
+    recipient_ranking = ranked_heads(recipient_table, head_kind, recipient_scores_path)
+    if positive_heads_only:
+        donor_ranking = positive_ranking(donor_table, donor_ranking, head_kind)
+        recipient_ranking = positive_ranking(recipient_table, recipient_ranking, head_kind)
     sets = patch_head_sets(donor_ranking, recipient_ranking, top_k, geometry.all_heads(),
                            derived_seed(seed, "patch_random", model_name, task, recipient))
     prompts = encode_prompts(exs, tokenizer)
