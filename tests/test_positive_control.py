@@ -158,3 +158,18 @@ def test_training_curves_figure_and_table_extras(tmp_path, caplog):
     assert extras.trivial_scores == {"q10": 0.0, "q11": 1.0}
     assert extras.train_examples == {"real_full": 3, "symbolic": 7}
     assert extras.loss_fell == {"real_full": True, "symbolic": False}
+
+
+def test_answer_budget_must_hold_the_longest_gold_target(smollm_tokenizer):
+    from synthctx.evaluate.run import check_answer_budget
+    from synthctx.schema import ArtifactError
+
+    gold = [str(k) for k in range(1, 12)]
+    long_list = summhay_example(0, n_docs=12, gold=gold)  # [1][2]...[11]: the list a 48-token cut ended
+    short = summhay_example(1, n_docs=12, gold=["3"])
+    needed = check_answer_budget([short, long_list], smollm_tokenizer, 64, "eval.parquet")
+    assert needed == len(smollm_tokenizer(long_list["target"], add_special_tokens=False)["input_ids"]) + 1
+    with pytest.raises(ArtifactError, match=r"eval.parquet: example 's0'.*needs \d+ tokens.*"
+                                            r"evaluate.max_new_tokens.summhay = 8"):
+        check_answer_budget([short, long_list], smollm_tokenizer, 8, "eval.parquet")
+    assert check_answer_budget([short], smollm_tokenizer, 8, "eval.parquet") <= 8

@@ -41,6 +41,24 @@ def score_generations(task: str, condition: str, examples: Sequence[Mapping[str,
     return pd.DataFrame(rows)
 
 
+def check_answer_budget(examples: Sequence[Mapping[str, Any]], tokenizer, max_new_tokens: int, where: str) -> int:
+    """Refuse a decoding budget that cannot hold some eval example's gold target and its
+    end-of-turn token: a model that answers exactly right would be cut off and scored down (a
+    SummHay citation list cut at "[11]" loses its later gold documents). Returns the tokens the
+    longest target needs."""
+    needed, longest = 0, None
+    for ex in examples:
+        tokens = len(tokenizer(str(ex["target"]), add_special_tokens=False)["input_ids"]) + 1
+        if tokens > needed:
+            needed, longest = tokens, ex
+    if longest is not None and needed > max_new_tokens:
+        task = longest["task"]
+        raise ArtifactError(f"{where}: example {longest['example_id']!r}: field 'target' ({longest['target']!r}) needs "
+                            f"{needed} tokens with its end-of-turn, above evaluate.max_new_tokens.{task} = "
+                            f"{max_new_tokens}: raise the budget")
+    return needed
+
+
 def adapter_rank(adapter_dir: str) -> int:
     cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
     if "peft_type" not in cfg:
@@ -113,6 +131,7 @@ def evaluate_task(*, eval_path: str, model_dir: str, model_settings: Mapping[str
         raise ArtifactError(f"{eval_path}: field 'task' mixes {sorted(tasks)}")
     task = tasks.pop()
     tokenizer = load_tokenizer(model_dir)
+    check_answer_budget(examples, tokenizer, max_new_tokens, eval_path)
     prompts = prompt_token_ids(examples, tokenizer)
     started = time.perf_counter()
     if backend == "vllm":
