@@ -47,16 +47,17 @@ def _tiny_config() -> dict:
     # Eval: 2 examples rank the heads, the next 2 run the causal tests (disjoint parts); SummHay's
     # held-out fixture haystack has 2 insights, so it ranks on 1 and tests on 1.
     config["data"].update(eval_examples=4, max_train_examples=2, limited_fraction=0.5)
-    config["data"]["musique"].update(hops=[2, 3, 4], num_paragraphs=3)
+    # MuSiQue's six fixture records: 2 eval (1 ranks, 1 tests), the rest for training.
+    config["data"]["musique"].update(hops=[2, 3, 4], num_paragraphs=3, eval_examples=2)
     config["data"]["summhay"].update(num_documents=3, excerpt_sentences=2)
     config["generation"].update(backend="hf", max_new_tokens=64, pool_size=12, examples_per_variant=2)
     config["train"].update(epochs=1, gradient_accumulation=1, checkpoint_every=1)
     config["evaluate"].update(backend="hf", bootstrap_resamples=200, max_new_tokens={"mdqa": 6, "musique": 6, "summhay": 6})
     # Grouped decoding (the GPU configs' path) for heads and the causal jobs; 1 is unit-tested.
-    config["heads"].update(examples=2, max_new_tokens=6, batch_size=2, task_examples={"summhay": 1},
+    config["heads"].update(examples=2, max_new_tokens=6, batch_size=2, task_examples={"summhay": 1, "musique": 1},
                            niah={"lengths": [128], "depths": [0.5], "needles_per_set": 1})
     config["causal"].update(examples=2, random_draws=1, batch_size=2, knockout_conditions=["real_full"],
-                            task_examples={"summhay": 1},
+                            task_examples={"summhay": 1, "musique": 1},
                             patch_conditions=["symbolic"])
     return config
 
