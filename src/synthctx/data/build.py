@@ -54,8 +54,20 @@ def needle_depth(example: Mapping[str, Any], tokenizer) -> float | None:
     return sum(start for start, *_ in spans) / len(spans) / len(ids)
 
 
+def musique_hop_sets(task_config: Mapping[str, Any]) -> tuple[set[int], set[int]]:
+    """(eval hop counts, training hop counts): ``hops`` and ``train_hops`` (absent/null: ``hops``)."""
+    hops = {int(h) for h in task_config["hops"]}
+    train_hops = task_config.get("train_hops")
+    if train_hops is None:
+        return hops, hops
+    if not train_hops:
+        raise ValueError("data.musique.train_hops is empty (null means: the same as data.musique.hops)")
+    return hops, {int(h) for h in train_hops}
+
+
 def _candidates(task: str, raw_files: Sequence[str], tokenizer, task_config: Mapping[str, Any], seed: int,
-                context_tokens: int, counts: Counter) -> list[context.Candidate]:
+                context_tokens: int, counts: Counter) -> tuple[list[context.Candidate], dict[str, int]]:
+    """The task's candidates and, for MuSiQue, each candidate's hop count (by example id)."""
     if task == "mdqa":
         if len(raw_files) != 1:
             raise ValueError(f"mdqa takes one documents file, got {list(raw_files)}")
@@ -71,14 +83,16 @@ def _candidates(task: str, raw_files: Sequence[str], tokenizer, task_config: Map
                 links=context.mdqa_links(r),
             )
             for r in records
-        ]
+        ], {}
     if task == "musique":
         records = loaders.load_musique_files(raw_files)
         counts["raw_records"] = len(records)
-        hops = {int(h) for h in task_config["hops"]}
-        kept = [r for r in records if r.hops in hops]
+        eval_hops, train_hops = musique_hop_sets(task_config)
+        kept = [r for r in records if r.hops in eval_hops | train_hops]
         counts["filtered_hops"] = len(records) - len(kept)
+        # Every record of the files, whatever its hop count: no padding is any record's evidence.
         pool = context.ParagraphPool(records)
+        evidence = {context.passage_key(r.paragraphs[s]) for r in kept for s in r.supporting}
         return [
             context.Candidate(
                 r.record_id, r.record_id,
@@ -86,10 +100,10 @@ def _candidates(task: str, raw_files: Sequence[str], tokenizer, task_config: Map
                     r, seed=seed, num_paragraphs=int(task_config["num_paragraphs"]), pool=pool,
                     tokenizer=tokenizer, context_tokens=context_tokens,
                 ),
-                links=context.musique_links(r),
+                links=context.musique_links(r, evidence),
             )
             for r in kept
-        ]
+        ], {r.record_id: r.hops for r in kept}
     if task == "summhay":
         haystacks = loaders.load_summhay_files(raw_files)
         counts["raw_records"] = sum(len(s.insights) for h in haystacks for s in h.subtopics)
@@ -103,7 +117,7 @@ def _candidates(task: str, raw_files: Sequence[str], tokenizer, task_config: Map
                 min_insight_match=float(task_config["min_insight_match"]),
                 tokenizer=tokenizer, context_tokens=context_tokens,
             )
-        return out
+        return out, {}
     raise ValueError(f"unknown task {task!r}")
 
 
@@ -128,7 +142,7 @@ def build_real_data(
     from tqdm import tqdm
 
     counts: Counter = Counter()
-    candidates = _candidates(task, raw_files, tokenizer, task_config, seed, context_tokens, counts)
+    candidates, hops_of = _candidates(task, raw_files, tokenizer, task_config, seed, context_tokens, counts)
     counts["candidates"] = len(candidates)
     dropped: Counter = Counter()
     total = eval_examples + (max_train_examples if max_train_examples is not None else len(candidates))
@@ -154,15 +168,40 @@ def build_real_data(
         )
     else:
         # Records sharing a sub-question, a supporting paragraph or a gold passage stay together.
-        groups = splits.linked_groups(candidates, seed, lambda c: c.example_id, lambda c: c.links)
+        example_id, links = (lambda c: c.example_id), (lambda c: c.links)
+        groups = splits.linked_groups(candidates, seed, example_id, links)
         counts["split_groups"] = len(groups)
         counts["split_group_max"] = max(len(g) for g in groups)
-        eval_set, rest = splits.take_eval_groups(groups, eval_examples, build, dropped, bar.update)
+        # MuSiQue draws the eval split from the `hops` questions and trains on the `train_hops`
+        # ones (the same set unless train_hops is set).
+        eval_hops, train_hops = musique_hop_sets(task_config) if task == "musique" else (None, None)
+        eval_pool = [c for c in candidates if eval_hops is None or hops_of[c.example_id] in eval_hops]
+        eval_groups = groups if len(eval_pool) == len(candidates) else splits.linked_groups(
+            eval_pool, seed, example_id, links)
+        eval_set, rest = splits.take_eval_groups(eval_groups, eval_examples, build, dropped, bar.update)
         if len(eval_set) < eval_examples:
             log.warning("%s: only %d of eval_examples=%d eval examples (linked groups larger than the room left "
                         "went to training)", task, len(eval_set), eval_examples)
-        rest = splits.order_by_hash(rest, seed, lambda c: c.example_id)
+        left = {c.example_id for c in rest}
+        taken = {c.example_id for c in eval_pool if c.example_id not in left}
+        # A candidate linked to the eval side, directly or through any other candidate (of any
+        # hop count), stays out of training. None is when eval and training draw on the same
+        # candidates (the eval split took whole groups).
+        linked = splits.linked_to(groups, taken, example_id)
+        rest = [c for c in candidates if c.example_id not in taken and c.example_id not in linked]
+        if task == "musique":
+            counts["train_linked_to_eval"] = sum(1 for i in linked if hops_of[i] in train_hops)
+            counts["not_train_hops"] = sum(1 for c in rest if hops_of[c.example_id] not in train_hops)
+            rest = [c for c in rest if hops_of[c.example_id] in train_hops]
+        rest = splits.order_by_hash(rest, seed, example_id)
         train_set, _ = splits.take_buildable(rest, max_train_examples, build, dropped, bar.update)
+        if task == "musique":
+            histogram = Counter(hops_of[ex["example_id"]] for ex in train_set)
+            for h in sorted(eval_hops | train_hops):
+                counts[f"real_full_hops_{h}"] = histogram.get(h, 0)
+            log.info("musique: Real (Full) by hop count %s (eval hops %s, train_hops %s; %d training candidates "
+                     "left out as linked to the eval split)", dict(sorted(histogram.items())), sorted(eval_hops),
+                     sorted(train_hops), counts["train_linked_to_eval"])
     bar.close()
     for reason, n in dropped.items():
         counts[f"dropped_{reason}"] = n

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 from synthctx.data.examples import make_example
 from synthctx.data.loaders import Haystack, HaystackDocument, MdqaRecord, MusiqueRecord, Passage
@@ -86,10 +86,22 @@ def mdqa_links(record: MdqaRecord) -> tuple[str, ...]:
     return ("gold:" + passage_key(record.gold), "question:" + normalize_answer(record.question))
 
 
-def musique_links(record: MusiqueRecord) -> tuple[str, ...]:
-    """Composed questions that share a single-hop sub-question or a supporting paragraph share a side."""
+def musique_links(record: MusiqueRecord, evidence: Collection[str] = ()) -> tuple[str, ...]:
+    """Composed questions that share a single-hop sub-question or a supporting paragraph share a side.
+
+    ``evidence``: passage keys that support some candidate. A record whose own distractor
+    is one of them (the same Wikipedia paragraph is often one question's distractor and
+    another's evidence, more so across hop counts) may show that evidence in its prompt,
+    so it shares that question's side too.
+    """
     hops = tuple("hop:" + hop.hop_id for hop in record.decomposition)
-    return hops + tuple("paragraph:" + passage_key(record.paragraphs[s]) for s in record.supporting)
+    supporting = set(record.supporting)
+    shown = tuple(
+        "paragraph:" + key
+        for j, p in enumerate(record.paragraphs)
+        if j not in supporting and (key := passage_key(p)) in evidence
+    )
+    return hops + tuple("paragraph:" + passage_key(record.paragraphs[s]) for s in record.supporting) + shown
 
 
 def _rng(seed: int, *parts: Any) -> random.Random:

@@ -9,6 +9,11 @@
   then every remaining candidate that builds, in seeded-hash order, up to the optional
   ``max_train_examples``. The eval split therefore does not depend on the train cap, and
   with no shared keys it is exactly the first ``eval_examples`` buildable candidates.
+- MuSiQue with ``train_hops`` other than ``hops``: the eval split is drawn as above from the
+  ``hops`` candidates alone (so it does not depend on ``train_hops``); groups are then
+  recomputed over all candidates, and every candidate in a group holding an eval-side
+  candidate stays out of training (:func:`linked_to`). Real (Full) is the rest of the
+  ``train_hops`` candidates.
 - SummHay: whole haystacks are held out (the ``eval_haystacks`` topic ids with the
   smallest seeded hash), so no document is in both splits.
 - Real (Limited): the ``limited_fraction`` of Real (Full) (rounded half up) with the
@@ -76,6 +81,22 @@ def linked_groups(
     for i, item in enumerate(ordered):
         groups.setdefault(root(i), []).append(item)
     return [groups[r] for r in sorted(groups)]
+
+
+def linked_to(groups: Iterable[Sequence[T]], taken: set[str], id_of: Callable[[T], str]) -> set[str]:
+    """Ids not in ``taken`` of the members of every group (of :func:`linked_groups`) holding a taken id.
+
+    The eval split may be drawn from a subset of the candidates (MuSiQue: the ``hops``
+    questions) while training also uses others (``train_hops``); a candidate outside that
+    subset can still share a key with an eval question, directly or through other
+    candidates, so the groups here are those over ALL candidates.
+    """
+    out: set[str] = set()
+    for group in groups:
+        ids = [id_of(item) for item in group]
+        if any(i in taken for i in ids):
+            out.update(i for i in ids if i not in taken)
+    return out
 
 
 def take_eval_groups(
