@@ -32,17 +32,17 @@ def test_probe_tiny_runs_every_op_for_both_shapes(tmp_path, capsys):
         assert row["seconds"] > 0, key
         assert row["context"] == probe.TINY_CONTEXT
         assert row["peak_allocated_gib"] is None and row["fits_80gb"] is None  # CPU: no CUDA counters
-    # Sizes follow config.yaml + paper.yaml: LoRA micro-batch 1, HF eval 8 x 32 tokens, heads 4 x 50,
-    # causal 4 x 32 with 10 heads over as many (here: both) layers.
+    # Sizes follow config.yaml + paper.yaml: LoRA micro-batch 1, HF eval 4 x 32 tokens, heads 4 x 50,
+    # causal 2 x 32 with 10 heads over as many (here: both) layers.
     assert rows["llama3-8b", "train"]["batch"] == 1 and rows["llama3-8b", "train"]["gradient_checkpointing"] is True
     assert rows["llama3-8b", "train"]["gradient_accumulation"] == 16
-    assert (rows["llama3-8b", "evaluate"]["batch"], rows["llama3-8b", "evaluate"]["new_tokens"]) == (8, 32)
+    assert (rows["llama3-8b", "evaluate"]["batch"], rows["llama3-8b", "evaluate"]["new_tokens"]) == (4, 32)
     assert (rows["mistral-7b", "heads"]["batch"], rows["mistral-7b", "heads"]["new_tokens"]) == (4, 50)
-    assert (rows["mistral-7b", "knockout"]["batch"], rows["mistral-7b", "patching"]["batch"]) == (4, 4)
+    assert (rows["mistral-7b", "knockout"]["batch"], rows["mistral-7b", "patching"]["batch"]) == (2, 2)
     assert len(rows["llama3-8b", "patching"]["heads"]) == 10
     assert {layer for layer, _ in rows["llama3-8b", "knockout"]["heads"]} == {0, 1}
     # Prompts are left-padded batches (lengths differ), the longest at the context.
-    assert rows["llama3-8b", "evaluate"]["prompt_tokens"] == [1024 - 16 * i for i in range(8)]
+    assert rows["llama3-8b", "evaluate"]["prompt_tokens"] == [1024 - 16 * i for i in range(4)]
     # The paper's RoPE bases reach the built models; Mistral keeps its (tiny: shortened) window.
     models = result["meta"]["models"]
     assert models["llama3-8b"]["rope_parameters"]["rope_theta"] == 4.0e6
