@@ -104,6 +104,49 @@ PLAN2 = {
 }
 
 
+# The CPU preset: the default study's scale (config.yaml: 640-token budget, 12 eval examples,
+# batch 1, 10 training examples), for choosing its recipe and SummHay's gold count on this CPU.
+CPU_PRESET = {
+    "CONTEXT_TOKENS": 640,
+    "EVAL_EXAMPLES": {"mdqa": 12, "musique": 12, "summhay": None},
+    "DEV_EXAMPLES": {"mdqa": 24, "musique": 12, "summhay": 24},
+    "MAX_TRAIN": {"mdqa": 20, "musique": 20, "summhay": 20},
+    "MAX_NEW_TOKENS": {"mdqa": 16, "musique": 16, "summhay": 16},
+    "DIFFICULTIES": {
+        "mdqa": {"cpu_docs3": {"num_documents": 3, "gold_position": "uniform"}},
+        "summhay": {
+            "cpu_docs4_gold2": {"eval_haystacks": 1, "num_documents": 4, "max_gold_documents": 2, "excerpt_sentences": 3},
+            "cpu_docs4_gold1": {"eval_haystacks": 1, "num_documents": 4, "max_gold_documents": 1, "excerpt_sentences": 3},
+        },
+    },
+    "BASE_RECIPE": {"learning_rate": 3.0e-4, "epochs": 1, "batch_size": 1, "gradient_accumulation": 1,
+                    "warmup_ratio": 0.1, "lora": {"r": 16, "alpha": 32, "dropout": 0.05,
+                                                  "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}},
+    # "train_examples": the first N of the (seeded) train set; the CPU default trains on 10.
+    "RECIPES": {
+        "cpu_default": {"train_examples": 10},
+        "cpu_lr1e-3_ep2": {"learning_rate": 1.0e-3, "epochs": 2, "train_examples": 10},
+        "cpu_lr1e-3_ep2_n20": {"learning_rate": 1.0e-3, "epochs": 2, "train_examples": 20},
+        # Round 2 on the CPU: the same lr at the default's cost (10 x 1) and at twice it (20 x 1).
+        "cpu_lr1e-3_ep1": {"learning_rate": 1.0e-3, "epochs": 1, "train_examples": 10},
+        "cpu_lr1e-3_ep1_n20": {"learning_rate": 1.0e-3, "epochs": 1, "train_examples": 20},
+    },
+    "PLAN": {
+        ("mdqa", "cpu_docs3"): ["cpu_default", "cpu_lr1e-3_ep2", "cpu_lr1e-3_ep2_n20", "cpu_lr1e-3_ep1",
+                                "cpu_lr1e-3_ep1_n20"],
+        ("summhay", "cpu_docs4_gold2"): ["cpu_default", "cpu_lr1e-3_ep2"],
+        ("summhay", "cpu_docs4_gold1"): ["cpu_default", "cpu_lr1e-3_ep2", "cpu_lr1e-3_ep2_n20", "cpu_lr1e-3_ep1",
+                                         "cpu_lr1e-3_ep1_n20"],
+    },
+}
+
+
+def apply_preset(name: str | None) -> None:
+    """Switch the module's sizes to a preset (in the parent and in every spawned worker)."""
+    if name == "cpu":
+        globals().update({k: v for k, v in CPU_PRESET.items()})
+
+
 def merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
@@ -196,7 +239,8 @@ def run_job(job: dict) -> dict:
     from synthctx.models.loading import load_tokenizer
     from synthctx.train.lora import TrainSettings, load_finetuned, train_condition
 
-    torch.set_num_threads(2)
+    apply_preset(job.get("preset"))
+    torch.set_num_threads(job.get("threads", 2))
     data = Path(job["data"]) / job["task"] / job["difficulty"]
     dev, train = read_examples(str(data / "dev.parquet")), read_examples(str(data / "train.parquet"))
     dev, train = dev[: job["max_dev"]], train[: job["max_train"]]  # None: all (a smoke test cuts them)
@@ -211,6 +255,9 @@ def run_job(job: dict) -> dict:
             fields = set(TrainSettings.__dataclass_fields__)
             recipe = merge(BASE_RECIPE, RECIPES[job["recipe"]])
             settings = TrainSettings(**{k: v for k, v in recipe.items() if k in fields})
+            if recipe.get("train_examples"):
+                train = train[: recipe["train_examples"]]
+                result["train_examples"] = len(train)
             summary = train_condition(examples=train, model_dir=job["model_dir"], model_settings=spec,
                                       settings=settings, seed=SEED, out_dir=f"{tmp}/adapter",
                                       checkpoint_dir=f"{tmp}/ckpt", run_info={"task": job["task"]},
@@ -246,7 +293,7 @@ def run(args) -> None:
     if results.exists():
         done = {(r["task"], r["difficulty"], r["recipe"]) for r in map(json.loads, results.read_text().splitlines())}
     jobs = []
-    plan = PLAN2 if args.round == 2 else PLAN
+    plan = PLAN2 if args.round == 2 else PLAN  # the CPU preset replaces PLAN
     for (task, difficulty), recipes in plan.items():
         if (args.tasks and task not in args.tasks) or (args.difficulties and difficulty not in args.difficulties):
             continue
@@ -256,7 +303,7 @@ def run(args) -> None:
             if (task, difficulty, recipe) not in done and (not args.recipes or recipe in args.recipes + ["nonft"]):
                 jobs.append({"task": task, "difficulty": difficulty, "recipe": recipe, "data": args.data,
                              "model_dir": args.model_dir, "dtype": args.dtype, "max_dev": args.max_dev,
-                             "max_train": args.max_train})
+                             "max_train": args.max_train, "preset": args.preset, "threads": args.threads})
     # Interleave tasks and put each setting's baseline recipe first: a cut-short run still answers
     # "does anything beat Non-FT" for every task.
     order = {r: i for i, r in enumerate(["nonft", *RECIPES])}
@@ -345,15 +392,18 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build")
     b.add_argument("--model-dir", required=True)
+    b.add_argument("--preset", choices=["cpu"], default=None, help="the default study's CPU scale")
     b.add_argument("--raw-dir", required=True)
     b.add_argument("--out", required=True)
     b.add_argument("--tasks", nargs="*")
     b.add_argument("--difficulties", nargs="*", help="only these difficulty names")
     r = sub.add_parser("run")
     r.add_argument("--model-dir", required=True)
+    r.add_argument("--preset", choices=["cpu"], default=None, help="the default study's CPU scale")
     r.add_argument("--data", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--workers", type=int, default=8)
+    r.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     r.add_argument("--dtype", default="bfloat16")
     r.add_argument("--deadline", type=float, default=None, help="start no job after this many seconds")
     r.add_argument("--tasks", nargs="*")
@@ -364,8 +414,10 @@ def main() -> None:
     r.add_argument("--round", type=int, default=1, choices=[1, 2], help="PLAN (1) or PLAN2 (2)")
     p = sub.add_parser("report")
     p.add_argument("--runs", required=True)
+    p.add_argument("--preset", choices=["cpu"], default=None, help="the default study's CPU scale")
     p.add_argument("--data", default=None, help="the build's --out (default: RUNS/../data)")
     args = parser.parse_args()
+    apply_preset(args.preset)
     if args.command == "build":
         build(args)
     elif args.command == "run":

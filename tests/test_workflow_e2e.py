@@ -52,7 +52,7 @@ def _tiny_config() -> dict:
     config["data"]["summhay"].update(num_documents=3, excerpt_sentences=2)
     config["generation"].update(backend="hf", max_new_tokens=64, pool_size=12, examples_per_variant=2)
     config["train"].update(epochs=1, gradient_accumulation=1, checkpoint_every=1)
-    config["evaluate"].update(backend="hf", bootstrap_resamples=200, max_new_tokens={"mdqa": 6, "musique": 6, "summhay": 6})
+    config["evaluate"].update(backend="hf", bootstrap_resamples=200, max_new_tokens={"mdqa": 12, "musique": 12, "summhay": 12})
     # Grouped decoding (the GPU configs' path) for heads and the causal jobs; 1 is unit-tested.
     config["heads"].update(examples=2, max_new_tokens=6, batch_size=2, task_examples={"summhay": 1, "musique": 1},
                            niah={"lengths": [128], "depths": [0.5], "needles_per_set": 1})
@@ -81,15 +81,33 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
 
     results = work / "results"
     table1 = read_table(results / "tables" / MODEL / "table1.parquet", "table1")
+    from synthctx.data.examples import read_examples
+    from synthctx.evaluate.baselines import cite_all_prediction
+    from synthctx.evaluate.metrics import score_prediction
+
     expected = {"real_full", "real_limited", "low_low", "symbolic", "nonft"}
+    eval_sizes = {}
     for task in ("mdqa", "musique", "summhay"):
-        rows = table1[table1["task"] == task]
-        assert set(rows["condition"]) == expected, task
-        assert rows["score"].between(0, 1).all() and (rows["n"] == 2).all()
+        rows = table1[table1["task"] == task].set_index("condition")
+        assert set(rows.index) == expected | {"trivial"}, task
+        eval_sizes[task] = int(rows["n"].iloc[0])
+        assert rows["score"].between(0, 1).all() and (rows["n"] == eval_sizes[task]).all() and eval_sizes[task] >= 2
         assert rows["is_best_synthetic"].sum() == 1
+        # Training-set sizes come from the training curves: Real (Full) 2, Real (Limited) 1, variants 2.
+        assert rows.loc["real_full", "train_examples"] == 2 and rows.loc["real_limited", "train_examples"] == 1
+        assert rows.loc["symbolic", "train_examples"] == 2 and rows["train_examples"].isna()["nonft"]
+        assert rows.loc[["real_full", "symbolic"], "loss_fell"].notna().all()
+        assert 1 <= rows.loc["real_full", "distinct_predictions"] <= eval_sizes[task]
+    # The trivial SummHay row is citing every document: its score is that prediction's mean F1.
+    summhay_eval = read_examples(str(results / "data" / MODEL / "summhay" / "eval.parquet"))
+    cite_all = sum(score_prediction("summhay", cite_all_prediction(ex), ex)[0] for ex in summhay_eval) / len(summhay_eval)
+    trivial = table1[(table1["task"] == "summhay") & (table1["condition"] == "trivial")]["score"].iloc[0]
+    assert abs(trivial - cite_all) < 1e-9 and cite_all > 0
+    assert "## Positive control" in (results / "tables" / MODEL / "table1.md").read_text()
+    assert (work / "results" / "figures" / MODEL / "training_curves.png").stat().st_size > 5000
     for task in ("mdqa", "musique", "summhay"):
         preds = read_table(results / "eval" / MODEL / task / "predictions.parquet", "predictions")
-        assert len(preds) == 2 * len(expected)
+        assert len(preds) == eval_sizes[task] * len(expected)
         heads = read_table(results / "heads" / MODEL / task / "real_full.parquet", "head_scores")
         assert len(heads[heads["head_kind"] == "retrieval"]) == 30 * 9
         assert (heads["score"] >= 0).all()
