@@ -104,7 +104,10 @@ def test_config_dry_run(name, tmp_path):
     config = merged(name)
     overrides = yaml.safe_load((REPO / CONFIGS[name]).read_text())
     if config["raw_data"]["local_dir"]:
-        overrides["raw_data"]["local_dir"] = str((REPO / config["raw_data"]["local_dir"]).resolve())
+        local = (REPO / config["raw_data"]["local_dir"]).resolve()
+        if not local.is_dir():
+            pytest.skip(f"{name} reads the real data samples at {local}, which are not here")
+        overrides["raw_data"]["local_dir"] = str(local)
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(overrides))
     proc = run_snakemake("-n", "-s", str(REPO / "Snakefile"), "--configfile", str(tmp_path / "study.yaml"),
                          cwd=tmp_path, timeout=300)
