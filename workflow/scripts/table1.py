@@ -24,6 +24,5 @@ for i, task in enumerate(settings["tasks"]):
                                float(settings["min_loss_drop"]))
 table = make_table1(list(sm.input.predictions), sm.output.table, sm.output.markdown, sm.output.figure, settings, extras)
 log.info("Table 1: %d rows", len(table))
-for row in table.itertuples(index=False):
-    if row.loss_fell is False or (row.loss_fell is not None and str(row.loss_fell) == "False"):
-        log.warning("%s/%s: training loss did not fall (Table 1 notes it)", row.task, row.condition)
+for row in table[table["loss_fell"].eq(False).fillna(False)].itertuples(index=False):
+    log.warning("%s/%s: training loss did not fall (Table 1 notes it)", row.task, row.condition)

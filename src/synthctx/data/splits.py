@@ -120,13 +120,7 @@ def take_eval_groups(
             rest.extend(group)
             continue
         for cand in group:
-            result = build(cand)
-            if result.example is None:
-                dropped[result.reason] += 1
-                continue
-            examples.append(result.example)
-            if on_success:
-                on_success()
+            _build_into(examples, cand, build, dropped, on_success)
     return examples, rest
 
 
@@ -150,14 +144,20 @@ def take_buildable(
         if count is not None and len(examples) >= count:
             break
         used += 1
-        result = build(cand)
-        if result.example is None:
-            dropped[result.reason] += 1
-            continue
-        examples.append(result.example)
-        if on_success:
-            on_success()
+        _build_into(examples, cand, build, dropped, on_success)
     return examples, remaining[used:]
+
+
+def _build_into(examples: list[dict[str, Any]], cand: Any, build: Callable[[Any], Any], dropped: Counter,
+                on_success: Callable[[], None] | None) -> None:
+    """Build one candidate: append its example, or count its drop reason."""
+    result = build(cand)
+    if result.example is None:
+        dropped[result.reason] += 1
+        return
+    examples.append(result.example)
+    if on_success:
+        on_success()
 
 
 def assign(examples: Sequence[dict[str, Any]], split: str, condition: str) -> list[dict[str, Any]]:
