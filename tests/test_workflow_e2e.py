@@ -140,3 +140,30 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
                             timeout=600, env=env)
     assert report.returncode == 0, report.stderr[-4000:]
     assert (work / "report.html").stat().st_size > 50_000
+
+    # The report as a reader sees it: opened in a real headless Chromium, every figure and table
+    # listed under its Results category, every image displayed with pixels, every table's
+    # embedded text equal to the file the workflow wrote. CI installs Chromium (.ci/run) and
+    # sets SYNTHCTX_REQUIRE_BROWSER, so there a missing browser fails instead of skipping.
+    from browser import Browser, chromium_binary, report_entries_in_browser
+
+    binary = chromium_binary()
+    if binary is None:
+        if os.environ.get("SYNTHCTX_REQUIRE_BROWSER"):
+            pytest.fail("SYNTHCTX_REQUIRE_BROWSER is set but no chromium is installed")
+        pytest.skip("no chromium here (apt-get install chromium): the report was built but not opened")
+    tasks = OVERLAY["study"]["tasks"]
+    expected = {f"results/figures/{MODEL}/{name}" for name in
+                ("table1.png", "training_curves.png", "figure3.png", "figure4.png",
+                 *(f"heatmap_{task}.png" for task in tasks))}
+    expected |= {f"results/tables/{MODEL}/{name}" for name in ("niah_heads.md", "table2.md", "table3.md")}
+    with Browser(binary) as browser:
+        entries = report_entries_in_browser(browser, work / "report.html")
+        assert browser.exceptions == [], browser.exceptions
+    assert set(entries) == expected
+    for path, entry in entries.items():
+        assert entry["listed"], f"{path} is embedded but not listed under its category {entry['category']!r}"
+        if path.endswith(".png"):
+            assert entry["image_width"] > 100, f"{path}: the browser displayed no image ({entry})"
+        else:
+            assert entry["text"] == (work / path).read_text(), f"{path}: the report's copy differs from the file"
