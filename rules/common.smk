@@ -7,6 +7,13 @@ import os
 import re
 from pathlib import Path
 
+from synthctx import study as study_vocabulary
+from synthctx.tasks import get_task
+
+# Registries first: tasks (built-in and study.task_modules) and conditions, then the checks of
+# the task sections and per-task keys the JSON schema cannot make (synthctx.study.check_config).
+study_vocabulary.check_config(config)
+
 STUDY = config["study"]
 MODELS = STUDY["models"]
 TASKS = STUDY["tasks"]
@@ -42,9 +49,9 @@ if 2 * int(config["heads"]["niah"]["needles_per_set"]) > len(_NEEDLES):
 
 wildcard_constraints:
     model="|".join(map(re.escape, config["models"])),
-    task="mdqa|musique|summhay",
+    task=study_vocabulary.wildcard_pattern(study_vocabulary.task_names()),
     condition="[a-z_]+",
-    synthetic="high_high|high_low|low_high|low_low|symbolic",
+    synthetic=study_vocabulary.wildcard_pattern(study_vocabulary.condition_names("synthetic")),
 
 
 def model_dir(model):

@@ -10,8 +10,7 @@ MUSIQUE_DRIVE_ID = "1tGdADlNjWFaHLeZZGShh2IRcpO6Lv24h"
 
 def raw_files(task):
     """The raw files of a task, relative to the raw data folder (config raw_data)."""
-    spec = config["raw_data"][task]
-    return [spec["documents_file"]] if task == "mdqa" else list(spec["files"])
+    return get_task(task).raw_files(config["raw_data"][task])
 
 
 def real_data_params(wildcards):

@@ -22,10 +22,9 @@ def synth_pool_params(wildcards):
         "top_p": gen["top_p"],
         "max_new_tokens": gen["max_new_tokens"],
         "request_batch": gen["request_batch"],
-        # SummHay sizes its topics for one haystack of news; the other pools do not depend on it.
-        "haystack_documents": config["data"]["summhay"]["num_documents"] if wildcards.task == "summhay" else 0,
-        # Only SummHay has insight paraphrases; the others get 1.0 (no check), independent of the key.
-        "max_template_overlap": gen["max_template_overlap"] if wildcards.task == "summhay" else 1.0,
+        # haystack_documents, max_template_overlap: only the tasks whose pools use them depend on
+        # them (SummHay sizes its topics for one haystack; only it has insight paraphrases)
+        **get_task(wildcards.task).pool_settings(config),
         "dtype": model_spec(GENERATOR)["dtype"],
         "vllm": json.dumps(gen.get("vllm", {}), sort_keys=True) if SYNTH_ON_VLLM else "{}",
     }
@@ -66,13 +65,9 @@ rule synth_pool:
         " > {log:q} 2>&1"
 
 
-# Keys of config `data.<task>` the synthetic examples follow (document counts only).
-SYNTH_TASK_KEYS = {"mdqa": ["num_documents"], "musique": ["num_paragraphs"],
-                   "summhay": ["num_documents", "max_gold_documents"]}
-
-
 def synth_task_data(task):
-    return {k: config["data"][task][k] for k in SYNTH_TASK_KEYS[task]}
+    """Keys of config `data.<task>` the synthetic examples follow (document counts only)."""
+    return {k: config["data"][task][k] for k in get_task(task).synth_data_keys}
 
 
 rule synth_variant:

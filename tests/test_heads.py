@@ -273,7 +273,7 @@ def test_detect_heads_success_only_and_all():
 def test_prepare_summhay_example_spans(smollm_tokenizer):
     from synthctx.data.examples import make_example, validate_example
     from synthctx.data.prompts import citation_span_in_header, citation_target
-    from synthctx.heads.retrieval import HEAD_KINDS, prepare_example
+    from synthctx.heads.retrieval import head_kinds_of, prepare_example
 
     insight = "Prices rose sharply in spring."
     docs = [
@@ -292,7 +292,7 @@ def test_prepare_summhay_example_spans(smollm_tokenizer):
                       question=insight, answers=[citation_target(["1", "3"])], target=citation_target(["1", "3"]),
                       gold_doc_ids=["1"], needles=needles, meta={"query": "prices"})
     validate_example(ex)
-    prepared = prepare_example(ex, smollm_tokenizer, HEAD_KINDS["summhay"])
+    prepared = prepare_example(ex, smollm_tokenizer, head_kinds_of("summhay"))
     decode = lambda span: smollm_tokenizer.decode(prepared.prompt_ids[span[0]:span[1]])  # noqa: E731
     assert [decode(s).strip() for s in prepared.spans["retrieval"]] == ["1", "3"]
     # insight spans only in gold documents (here only doc 1 is marked gold)

@@ -14,7 +14,8 @@ from synthctx.synth.backends import GenerationParams
 from synthctx.synth.entities import EntityGenerator, Fact, chain_question
 from synthctx.synth.fake import FakeBackend
 from synthctx.synth.pool import generate_pool
-from synthctx.synth.variants import (BUILDERS, FILLER_SENTENCES, SYMBOL_ALPHABET, VARIANTS, PoolView, Reject,
+from synthctx.tasks import get_task
+from synthctx.synth.variants import (FILLER_SENTENCES, SYMBOL_ALPHABET, VARIANTS, PoolView, Reject,
                                      VariantSettings, build_variant, build_variant_files, fact_passage,
                                      filler_document, finalize, fit_to_budget, insert_sentence, sentences,
                                      without_last_droppable)
@@ -264,7 +265,7 @@ def test_bisected_budget_fit_equals_dropping_one_at_a_time(pools, smollm_tokeniz
     outcomes = []
     for budget in (300, 450, 700):
         settings = VariantSettings(task, "low_low", SEED, 4, budget, DOCS[task] + 6, 2)
-        builder = BUILDERS[task](settings, PoolView.from_frame(pools[task]))
+        builder = get_task(task).variant_builder(settings, PoolView.from_frame(pools[task]))
         for candidate in range(4):
             draft = builder.build(candidate, random.Random(candidate))
             try:

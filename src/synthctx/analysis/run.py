@@ -95,11 +95,11 @@ def run_table2(*, model: str, head_files: Sequence[str], output: str, markdown: 
 
 def run_heatmap(*, model: str, task: str, head_files: Sequence[str], output: str) -> None:
     from synthctx.analysis.figures import heatmap_grid
+    from synthctx.study import display_order
 
     heads = _read_heads(head_files)
     conditions = [c for t, c in heads if t == task]
-    order = ["real_full", "real_limited", "high_high", "high_low", "low_high", "low_low", "symbolic", "nonft"]
-    conditions.sort(key=lambda c: order.index(c) if c in order else len(order))
+    conditions = display_order(conditions)
     kinds = sorted({k for (t, _), f in heads.items() if t == task for k in f["head_kind"].unique()},
                    key=lambda k: (k != "retrieval", k))
     matrices = {

@@ -192,18 +192,18 @@ def cross_task_rows(model: str, vectors: Mapping[str, np.ndarray]) -> list[dict]
 
 
 def cross_task_vectors(heads: Mapping[str, pd.DataFrame]) -> dict[str, np.ndarray]:
-    """Table 2 rows: mdqa, musique (retrieval), summhay_insight, summhay_retrieval, in that order."""
+    """Table 2 rows: each task's rows (``Task.cross_task_rows``: its name and retrieval heads, or
+    one row per head kind, e.g. summhay_insight and summhay_retrieval), tasks in registry order.
+    A task nobody registered is an error, never a silently missing row."""
+    from synthctx.tasks import get_task, task_names
+
+    order = task_names()
     out = {}
-    for task in ("mdqa", "musique", "summhay"):
-        if task not in heads:
-            continue
-        frame = heads[task]
-        if task == "summhay":
-            for kind in ("insight", "retrieval"):
-                if (frame["head_kind"] == kind).any():
-                    out[f"summhay_{kind}"] = head_vector(frame, kind)
-        else:
-            out[task] = head_vector(frame, "retrieval")
+    for task, frame in sorted(heads.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)):
+        rows = get_task(task).rows_of_table2()
+        for row, kind in rows:
+            if len(rows) == 1 or (frame["head_kind"] == kind).any():
+                out[row] = head_vector(frame, kind)
     return out
 
 

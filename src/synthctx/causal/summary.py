@@ -9,15 +9,10 @@ import numpy as np
 import pandas as pd
 
 from synthctx.causal.stats import paired_bootstrap
-from synthctx.evaluate.table1 import TASK_TITLES
+from synthctx.study import condition_label, display_order, task_title
 from synthctx.provenance import derived_seed
 from synthctx.schema import ArtifactError, read_table
 
-CONDITION_LABELS = {
-    "real_full": "Real (Full)", "real_limited": "Real (Limited)", "nonft": "Non-FT",
-    "high_high": "High×High", "high_low": "High×Low", "low_high": "Low×High", "low_low": "Low×Low",
-    "symbolic": "Symbolic",
-}
 PATCH_LABELS = {"patch_intersection": "Inter.", "patch_complement": "Compl.", "patch_random": "Rand."}
 
 
@@ -71,6 +66,12 @@ def patching_summary(predictions: pd.DataFrame, resamples: int, alpha: float, se
     return _summarize(predictions, list(PATCH_LABELS), resamples, alpha, seed)
 
 
+def _task_order() -> list[str]:
+    from synthctx.tasks import task_names
+
+    return task_names()
+
+
 def _order(values: Iterable[str], reference: Sequence[str]) -> list[str]:
     values = list(dict.fromkeys(values))
     return sorted(values, key=lambda v: (reference.index(v) if v in reference else len(reference), v))
@@ -83,11 +84,11 @@ def plot_figure4(summary: pd.DataFrame, path: str, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = _order(summary["task"], list(TASK_TITLES))
+    tasks = _order(summary["task"], _task_order())
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False, sharey=True)
     for ax, task in zip(axes[0], tasks):
         part = summary[summary["task"] == task]
-        conditions = _order(part["condition"], list(CONDITION_LABELS))
+        conditions = display_order(part["condition"])
         x = np.arange(len(conditions))
         for offset, (intervention, label, color) in zip(
             (-0.2, 0.2), (("knockout_topk", "top-K heads", "#c0392b"), ("knockout_random", "random heads", "#7f8c8d"))
@@ -104,8 +105,8 @@ def plot_figure4(summary: pd.DataFrame, path: str, title: str = "") -> None:
                         ax.annotate("no retrieval\nheads", (position, 0), xytext=(0, 6), textcoords="offset points",
                                     ha="center", fontsize=7, color="tab:gray")
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(x, [CONDITION_LABELS.get(c, c) for c in conditions], rotation=35, ha="right")
-        ax.set_title(TASK_TITLES.get(task, task))
+        ax.set_xticks(x, [condition_label(c, task) for c in conditions], rotation=35, ha="right")
+        ax.set_title(task_title(task))
     axes[0][0].set_ylabel("score drop (unmasked - masked)")
     axes[0][-1].legend(loc="best", fontsize=8)
     if title:
@@ -129,13 +130,13 @@ def table3_markdown(summary: pd.DataFrame, alpha: float, title: str = "") -> str
         "| Task | Synthetic | Orig. | " + " | ".join(PATCH_LABELS.values()) + " |",
         "|---|---|---|" + "---|" * len(PATCH_LABELS),
     ]
-    for task in _order(summary["task"], list(TASK_TITLES)):
+    for task in _order(summary["task"], _task_order()):
         part = summary[summary["task"] == task]
-        for condition in _order(part["condition"], list(CONDITION_LABELS)):
+        for condition in display_order(part["condition"]):
             rows = part[part["condition"] == condition].set_index("intervention")
             orig = rows["baseline_score"].iloc[0]
             cells = [_cell(rows.loc[i], alpha) if i in rows.index else "-" for i in PATCH_LABELS]
-            lines.append(f"| {TASK_TITLES.get(task, task)} | {CONDITION_LABELS.get(condition, condition)} | "
+            lines.append(f"| {task_title(task)} | {condition_label(condition, task)} | "
                          f"{orig:.3f} | " + " | ".join(cells) + " |")
     lines += ["", f"Cells: patched score (delta vs Orig., * p < {alpha} paired bootstrap; n = heads patched)."]
     return "\n".join(lines) + "\n"

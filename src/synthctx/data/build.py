@@ -19,17 +19,14 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from synthctx.data import context, loaders, splits
+from synthctx.data import context, splits
 from synthctx.data.examples import examples_to_frame, validate_example
 from synthctx.data.prompts import char_spans_to_token_spans, encode_prompt, needle_char_spans, render_prompt
 from synthctx.schema import SCHEMAS, ArtifactError, write_table
+from synthctx.tasks import get_task
 
 log = logging.getLogger("synthctx.data")
 
-# The needle kind whose position is reported as "needle depth" per task.
-PRIMARY_NEEDLE = {"mdqa": "answer", "musique": "answer", "summhay": "insight"}
-# Fixed F1 bands of the insight-match shares in the stats, comparable across settings.
-INSIGHT_MATCH_BANDS = (0.5, 0.75, 1.0)
 
 
 @dataclass
@@ -47,78 +44,63 @@ def needle_depth(example: Mapping[str, Any], tokenizer) -> float | None:
     rendered = render_prompt(example, tokenizer)
     ids, offsets = encode_prompt(rendered, tokenizer)
     spans = char_spans_to_token_spans(
-        needle_char_spans(example, rendered, [PRIMARY_NEEDLE[example["task"]]]), offsets
+        needle_char_spans(example, rendered, [get_task(example["task"]).primary_needle]), offsets
     )
     if not spans or not ids:
         return None
     return sum(start for start, *_ in spans) / len(spans) / len(ids)
 
 
-def musique_hop_sets(task_config: Mapping[str, Any]) -> tuple[set[int], set[int]]:
-    """(eval hop counts, training hop counts): ``hops`` and ``train_hops`` (absent/null: ``hops``)."""
-    hops = {int(h) for h in task_config["hops"]}
-    train_hops = task_config.get("train_hops")
-    if train_hops is None:
-        return hops, hops
-    if not train_hops:
-        raise ValueError("data.musique.train_hops is empty (null means: the same as data.musique.hops)")
-    return hops, {int(h) for h in train_hops}
+def linked_split(task: str, candidates: Sequence[context.Candidate], *, seed: int, eval_examples: int,
+                 max_train_examples: int | None, build, dropped: Counter, update, counts: Counter,
+                 eval_keep=None, train_keep=None) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Eval and training examples of candidates linked into groups that stay on one side.
+
+    ``eval_keep`` / ``train_keep`` (candidate -> bool; None: all) restrict which candidates the
+    eval split / the training set draw from (MuSiQue's hop counts). Returns (eval, train, info)
+    with info ``linked`` (ids kept out of training as linked to the eval split).
+    """
+    # Records sharing a sub-question, a supporting paragraph or a gold passage stay together.
+    example_id, links = (lambda c: c.example_id), (lambda c: c.links)
+    groups = splits.linked_groups(candidates, seed, example_id, links)
+    counts["split_groups"] = len(groups)
+    counts["split_group_max"] = max(len(g) for g in groups)
+    eval_pool = [c for c in candidates if eval_keep is None or eval_keep(c)]
+    eval_groups = groups if len(eval_pool) == len(candidates) else splits.linked_groups(
+        eval_pool, seed, example_id, links)
+    eval_set, rest = splits.take_eval_groups(eval_groups, eval_examples, build, dropped, update)
+    if len(eval_set) < eval_examples:
+        log.warning("%s: only %d of eval_examples=%d eval examples (linked groups larger than the room left "
+                    "went to training)", task, len(eval_set), eval_examples)
+    left = {c.example_id for c in rest}
+    taken = {c.example_id for c in eval_pool if c.example_id not in left}
+    # A candidate linked to the eval side, directly or through any other candidate (of any
+    # hop count), stays out of training. None is when eval and training draw on the same
+    # candidates (the eval split took whole groups).
+    linked = splits.linked_to(groups, taken, example_id)
+    rest = [c for c in candidates if c.example_id not in taken and c.example_id not in linked]
+    info: dict[str, Any] = {"linked": linked, "rest": rest}
+    if train_keep is not None:
+        rest = [c for c in rest if train_keep(c)]
+    rest = splits.order_by_hash(rest, seed, example_id)
+    train_set, _ = splits.take_buildable(rest, max_train_examples, build, dropped, update)
+    return eval_set, train_set, info
 
 
-def _candidates(task: str, raw_files: Sequence[str], tokenizer, task_config: Mapping[str, Any], seed: int,
-                context_tokens: int, counts: Counter) -> tuple[list[context.Candidate], dict[str, int]]:
-    """The task's candidates and, for MuSiQue, each candidate's hop count (by example id)."""
-    if task == "mdqa":
-        if len(raw_files) != 1:
-            raise ValueError(f"mdqa takes one documents file, got {list(raw_files)}")
-        records = loaders.load_mdqa(raw_files[0])
-        counts["raw_records"] = len(records)
-        return [
-            context.Candidate(
-                r.record_id, r.record_id,
-                lambda r=r: context.build_mdqa(
-                    r, seed=seed, num_documents=int(task_config["num_documents"]),
-                    gold_position=task_config["gold_position"], tokenizer=tokenizer, context_tokens=context_tokens,
-                ),
-                links=context.mdqa_links(r),
-            )
-            for r in records
-        ], {}
-    if task == "musique":
-        records = loaders.load_musique_files(raw_files)
-        counts["raw_records"] = len(records)
-        eval_hops, train_hops = musique_hop_sets(task_config)
-        kept = [r for r in records if r.hops in eval_hops | train_hops]
-        counts["filtered_hops"] = len(records) - len(kept)
-        # Every record of the files, whatever its hop count: no padding is any record's evidence.
-        pool = context.ParagraphPool(records)
-        evidence = {context.passage_key(r.paragraphs[s]) for r in kept for s in r.supporting}
-        return [
-            context.Candidate(
-                r.record_id, r.record_id,
-                lambda r=r: context.build_musique(
-                    r, seed=seed, num_paragraphs=int(task_config["num_paragraphs"]), pool=pool,
-                    tokenizer=tokenizer, context_tokens=context_tokens,
-                ),
-                links=context.musique_links(r, evidence),
-            )
-            for r in kept
-        ], {r.record_id: r.hops for r in kept}
-    if task == "summhay":
-        haystacks = loaders.load_summhay_files(raw_files)
-        counts["raw_records"] = sum(len(s.insights) for h in haystacks for s in h.subtopics)
-        counts["haystacks"] = len(haystacks)
-        out = []
-        for h in haystacks:
-            out += context.summhay_candidates(
-                h, seed=seed, num_documents=int(task_config["num_documents"]),
-                max_gold_documents=int(task_config["max_gold_documents"]),
-                excerpt_sentences=int(task_config["excerpt_sentences"]),
-                min_insight_match=float(task_config["min_insight_match"]),
-                tokenizer=tokenizer, context_tokens=context_tokens,
-            )
-        return out, {}
-    raise ValueError(f"unknown task {task!r}")
+def heldout_group_split(candidates: Sequence[context.Candidate], eval_groups: set[str], *, seed: int,
+                        eval_examples: int, max_train_examples: int | None, build, dropped: Counter,
+                        update) -> tuple[list[dict], list[dict]]:
+    """Eval examples from the candidates of ``eval_groups``, training examples from the others."""
+    eval_pool = [c for c in candidates if c.group in eval_groups]
+    train_pool = [c for c in candidates if c.group not in eval_groups]
+    eval_set, _ = splits.take_buildable(
+        splits.order_by_hash(eval_pool, seed, lambda c: c.example_id), eval_examples, build, dropped, update
+    )
+    train_set, _ = splits.take_buildable(
+        splits.order_by_hash(train_pool, seed, lambda c: c.example_id), max_train_examples, build, dropped,
+        update,
+    )
+    return eval_set, train_set
 
 
 def build_real_data(
@@ -141,8 +123,9 @@ def build_real_data(
     """
     from tqdm import tqdm
 
+    spec = get_task(task)
     counts: Counter = Counter()
-    candidates, hops_of = _candidates(task, raw_files, tokenizer, task_config, seed, context_tokens, counts)
+    candidates, extra = spec.load_candidates(raw_files, tokenizer, task_config, seed, context_tokens, counts)
     counts["candidates"] = len(candidates)
     dropped: Counter = Counter()
     total = eval_examples + (max_train_examples if max_train_examples is not None else len(candidates))
@@ -154,64 +137,14 @@ def build_real_data(
         insight_matches.extend(result.insight_matches)
         return result
 
-    if task == "summhay":
-        eval_groups = set(splits.heldout_groups([c.group for c in candidates], int(task_config["eval_haystacks"]), seed))
-        counts["eval_haystacks"] = len(eval_groups)
-        eval_pool = [c for c in candidates if c.group in eval_groups]
-        train_pool = [c for c in candidates if c.group not in eval_groups]
-        eval_set, _ = splits.take_buildable(
-            splits.order_by_hash(eval_pool, seed, lambda c: c.example_id), eval_examples, build, dropped, bar.update
-        )
-        train_set, _ = splits.take_buildable(
-            splits.order_by_hash(train_pool, seed, lambda c: c.example_id), max_train_examples, build, dropped,
-            bar.update,
-        )
-    else:
-        # Records sharing a sub-question, a supporting paragraph or a gold passage stay together.
-        example_id, links = (lambda c: c.example_id), (lambda c: c.links)
-        groups = splits.linked_groups(candidates, seed, example_id, links)
-        counts["split_groups"] = len(groups)
-        counts["split_group_max"] = max(len(g) for g in groups)
-        # MuSiQue draws the eval split from the `hops` questions and trains on the `train_hops`
-        # ones (the same set unless train_hops is set).
-        eval_hops, train_hops = musique_hop_sets(task_config) if task == "musique" else (None, None)
-        eval_pool = [c for c in candidates if eval_hops is None or hops_of[c.example_id] in eval_hops]
-        eval_groups = groups if len(eval_pool) == len(candidates) else splits.linked_groups(
-            eval_pool, seed, example_id, links)
-        eval_set, rest = splits.take_eval_groups(eval_groups, eval_examples, build, dropped, bar.update)
-        if len(eval_set) < eval_examples:
-            log.warning("%s: only %d of eval_examples=%d eval examples (linked groups larger than the room left "
-                        "went to training)", task, len(eval_set), eval_examples)
-        left = {c.example_id for c in rest}
-        taken = {c.example_id for c in eval_pool if c.example_id not in left}
-        # A candidate linked to the eval side, directly or through any other candidate (of any
-        # hop count), stays out of training. None is when eval and training draw on the same
-        # candidates (the eval split took whole groups).
-        linked = splits.linked_to(groups, taken, example_id)
-        rest = [c for c in candidates if c.example_id not in taken and c.example_id not in linked]
-        if task == "musique":
-            counts["train_linked_to_eval"] = sum(1 for i in linked if hops_of[i] in train_hops)
-            counts["not_train_hops"] = sum(1 for c in rest if hops_of[c.example_id] not in train_hops)
-            rest = [c for c in rest if hops_of[c.example_id] in train_hops]
-        rest = splits.order_by_hash(rest, seed, example_id)
-        train_set, _ = splits.take_buildable(rest, max_train_examples, build, dropped, bar.update)
-        if task == "musique":
-            histogram = Counter(hops_of[ex["example_id"]] for ex in train_set)
-            for h in sorted(eval_hops | train_hops):
-                counts[f"real_full_hops_{h}"] = histogram.get(h, 0)
-            log.info("musique: Real (Full) by hop count %s (eval hops %s, train_hops %s; %d training candidates "
-                     "left out as linked to the eval split)", dict(sorted(histogram.items())), sorted(eval_hops),
-                     sorted(train_hops), counts["train_linked_to_eval"])
+    eval_set, train_set = spec.split(
+        candidates, extra, task_config=task_config, seed=seed, eval_examples=eval_examples,
+        max_train_examples=max_train_examples, build=build, dropped=dropped, update=bar.update, counts=counts)
     bar.close()
     for reason, n in dropped.items():
         counts[f"dropped_{reason}"] = n
     counts["dropped_budget"] = dropped.get("budget", 0)
-    if task == "summhay":
-        minimum = float(task_config["min_insight_match"])
-        counts["dropped_weak_insight_match"] = dropped.get("weak_insight_match", 0)
-        counts["insight_documents_scored"] = len(insight_matches)
-        counts["insight_documents_below_match"] = sum(1 for f in insight_matches if f < minimum)
-        counts.update(_describe(insight_matches, "insight_match_scored"))
+    spec.real_counts(counts, dropped, task_config, insight_matches)
     if not eval_set:
         raise ArtifactError(f"{task}: no eval example could be built from {list(raw_files)}")
     if not train_set:
@@ -258,14 +191,7 @@ def dataset_stats(data: RealData) -> pd.DataFrame:
         stats.update(_describe([len(ex["documents"]) for ex in examples], "documents"))
         stats.update(_describe([len(ex["gold_doc_ids"]) for ex in examples], "gold_documents"))
         stats.update(_describe([len(ex["needles"]) for ex in examples], "needles"))
-        if data.task == "summhay":
-            # How well the insight needles state their insight (best-sentence unigram F1).
-            matches = [f for ex in examples for f in ex["meta"]["insight_f1"]]
-            stats.update(_describe(matches, "insight_match"))
-            for threshold in INSIGHT_MATCH_BANDS:
-                stats[f"insight_match_share_below_{threshold}"] = (
-                    sum(1 for f in matches if f < threshold) / len(matches) if matches else 0.0
-                )
+        stats.update(get_task(data.task).set_stats(examples))
         rows += [{"task": data.task, "condition": condition, "stat": k, "value": v} for k, v in stats.items()]
     rows += [{"task": data.task, "condition": "all", "stat": k, "value": float(v)} for k, v in sorted(data.counts.items())]
     return pd.DataFrame(rows, columns=SCHEMAS["dataset_stats"].names)

@@ -12,8 +12,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from synthctx.schema import ArtifactError, read_table, write_table
+from synthctx.tasks import task_names
 
-TASKS = ("mdqa", "musique", "summhay")
 SPLITS = ("eval", "train")
 NEEDLE_KINDS = ("answer", "hop1", "hop2", "hop3", "insight", "citation", "value", "key")
 
@@ -61,8 +61,8 @@ def validate_example(ex: Mapping[str, Any], where: str = "") -> None:
     from synthctx.data.text import answer_matches
 
     rid = f"{where}: example {ex.get('example_id')!r}" if where else f"example {ex.get('example_id')!r}"
-    if ex.get("task") not in TASKS:
-        raise ArtifactError(f"{rid}: field 'task' is {ex.get('task')!r}, expected one of {TASKS}")
+    if ex.get("task") not in task_names():
+        raise ArtifactError(f"{rid}: field 'task' is {ex.get('task')!r}, expected one of {task_names()}")
     if ex.get("split") not in SPLITS:
         raise ArtifactError(f"{rid}: field 'split' is {ex.get('split')!r}, expected one of {SPLITS}")
     docs = ex.get("documents") or []

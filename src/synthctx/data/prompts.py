@@ -12,24 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-INSTRUCTIONS = {
-    # Lost in the Middle's instruction, plus a request for a short answer (ours: the
-    # metric is token F1, and instruct models otherwise answer in full sentences).
-    "mdqa": (
-        "Write a high-quality answer for the given question using only the provided search results "
-        "(some of which might be irrelevant). Answer with a short phrase only."
-    ),
-    "musique": (
-        "Answer the question using only the provided documents. Finding the answer takes several steps "
-        "across documents. Answer with a short phrase only."
-    ),
-    "summhay": (
-        "Below are documents, a query and an insight. Cite every document that contains the insight, "
-        "as bracketed document numbers such as [1][4]. Answer with the citations only."
-    ),
-}
-
-
 def document_header(position: int, title: str) -> str:
     """The header of the document at 1-based ``position``; its number is what a model cites."""
     return f"Document [{position}](Title: {title})" if title else f"Document [{position}]"
@@ -56,10 +38,13 @@ class RenderedPrompt:
 
 def user_content(example: Mapping[str, Any]) -> tuple[str, dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
     """The user message of an example and the spans of each document inside it."""
-    task = example["task"]
-    if task not in INSTRUCTIONS:
-        raise ValueError(f"example {example.get('example_id')}: unknown task {task!r}")
-    parts = [INSTRUCTIONS[task], "\n\n"]
+    from synthctx.tasks import get_task
+
+    try:
+        spec = get_task(example["task"])
+    except ValueError as error:
+        raise ValueError(f"example {example.get('example_id')}: {error}") from None
+    parts = [spec.instruction, "\n\n"]
     offset = sum(map(len, parts))
     text_spans: dict[str, tuple[int, int]] = {}
     header_spans: dict[str, tuple[int, int]] = {}
@@ -71,16 +56,12 @@ def user_content(example: Mapping[str, Any]) -> tuple[str, dict[str, tuple[int, 
         text_spans[doc["doc_id"]] = (offset, offset + len(doc["text"]))
         parts.append(doc["text"] + "\n")
         offset += len(doc["text"]) + 1
-    if task == "summhay":
-        meta = example.get("meta") or {}
-        if isinstance(meta, str):
-            import json
+    meta = example.get("meta") or {}
+    if isinstance(meta, str):
+        import json
 
-            meta = json.loads(meta)
-        query = meta.get("query", "")
-        parts.append(f"\nQuery: {query}\nInsight: {example['question']}\nCitations:")
-    else:
-        parts.append(f"\nQuestion: {example['question']}\nAnswer:")
+        meta = json.loads(meta)
+    parts.append(spec.question_block(example, meta))
     return "".join(parts), text_spans, header_spans
 
 

@@ -15,12 +15,13 @@ from synthctx.data.prompts import citation_target
 from synthctx.evaluate.metrics import normalize_answer
 
 TRIVIAL = "trivial"
-# What the trivial baseline predicts, per task (Table 1's note).
-TRIVIAL_DESCRIPTION = {
-    "mdqa": "the most frequent Real (Full) training answer",
-    "musique": "the most frequent Real (Full) training answer",
-    "summhay": "citing every document of the prompt",
-}
+
+
+def trivial_description(task: str) -> str:
+    """What the trivial baseline predicts for ``task`` (Table 1's note)."""
+    from synthctx.tasks import get_task
+
+    return get_task(task).trivial_description
 
 
 def most_frequent_answer(train_examples: Sequence[Mapping[str, Any]]) -> str:
@@ -43,13 +44,10 @@ def cite_all_prediction(example: Mapping[str, Any]) -> str:
 
 def trivial_predictions(task: str, eval_examples: Sequence[Mapping[str, Any]],
                         train_examples: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The trivial baseline's prediction for each eval example."""
-    if task == "summhay":
-        return [cite_all_prediction(ex) for ex in eval_examples]
-    if task in ("mdqa", "musique"):
-        answer = most_frequent_answer(train_examples)
-        return [answer] * len(eval_examples)
-    raise ValueError(f"unknown task {task!r}: expected mdqa, musique or summhay")
+    """The trivial baseline's prediction for each eval example (the task's own rule)."""
+    from synthctx.tasks import get_task
+
+    return get_task(task).trivial_predictions(eval_examples, train_examples)
 
 
 def distinct_predictions(predictions: Sequence[str]) -> int:

@@ -135,18 +135,6 @@ def score_prediction(task: str, prediction: str, example: Mapping[str, Any]) -> 
 
     ``example`` is a normalized example (a dict with ``answers`` / ``gold_doc_ids``).
     """
-    prediction = (prediction or "").strip()
-    if task in ("mdqa", "musique"):
-        golds = _answers(example)
-        if not golds:
-            raise ValueError(f"example {example.get('example_id')!r}: field 'answers' is empty, cannot score {task}")
-        f1 = max(token_f1(prediction, g) for g in golds)
-        em = max(exact_match(prediction, g) for g in golds)
-        metrics = {"f1": f1, "em": em, "answer_recall": max(token_recall(prediction, g) for g in golds)}
-        if task == "mdqa":
-            metrics["best_subspan_em"] = best_subspan_em(prediction, golds)
-        return f1, metrics
-    if task == "summhay":
-        metrics = citation_scores(prediction, _as_list(example.get("gold_doc_ids")))
-        return metrics["citation_f1"], metrics
-    raise ValueError(f"unknown task {task!r}: expected mdqa, musique or summhay")
+    from synthctx.tasks import get_task
+
+    return get_task(task).score((prediction or "").strip(), example)

@@ -27,20 +27,28 @@ import pandas as pd
 from synthctx.provenance import derived_seed, provenance
 from synthctx.schema import ArtifactError, read_table, write_table
 
-TASK_TITLES = {"mdqa": "MDQA", "musique": "MuSiQue", "summhay": "SummHay"}
-TRIVIAL = "trivial"
-_AXIS = {"high": "High", "low": "Low"}
+from synthctx.study import TRIVIAL, task_title
+from synthctx.study import condition_label as _study_label
 
 
 def condition_label(task: str, condition: str) -> str:
-    """The paper's row label; SummHay calls its low-expression needle "Simplified"."""
-    fixed = {"symbolic": "Symbolic / Symbolic", "real_full": "Real Data (Full)",
-             "real_limited": "Real Data (Limited)", "nonft": "Non-FT", TRIVIAL: "Trivial baseline"}
-    if condition in fixed:
-        return fixed[condition]
-    concept, context = condition.split("_")
-    concept_label = "Simplified" if (task == "summhay" and concept == "low") else _AXIS[concept]
-    return f"{concept_label} / {_AXIS[context]}"
+    """The paper's row label (synthctx.study; a task may rename an axis, SummHay's "Simplified")."""
+    return _study_label(condition, task)
+
+
+def _renames_axes(task: str) -> bool:
+    from synthctx.study import _task_axis_labels
+
+    return bool(_task_axis_labels(task))
+
+
+def _metric_description(task: str) -> str:
+    from synthctx.tasks import get_task
+
+    try:
+        return get_task(task).metric_description or f"{task} score"
+    except ValueError:
+        return f"{task} score"
 
 
 def resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
@@ -167,12 +175,12 @@ def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int) -> str:
     tasks = list(dict.fromkeys(table["task"]))
     conditions = list(dict.fromkeys(table["condition"]))
     lines = [f"# Table 1: {model}", "",
-             f"Score per condition (MDQA token F1, MuSiQue answer F1, SummHay citation F1). **bold**: best synthetic "
+             f"Score per condition ({', '.join(_metric_description(t) for t in tasks)}). **bold**: best synthetic "
              f"condition of the column; †: the best synthetic condition beats this one (one-sided paired bootstrap, "
              f"{resamples} resamples, p < {alpha}).", ""]
     header = ["Concept / Context"]
     for i, task in enumerate(tasks):
-        header += (["SummHay concept"] if task == "summhay" and i > 0 else []) + [TASK_TITLES.get(task, task)]
+        header += ([f"{task_title(task)} concept"] if _renames_axes(task) and i > 0 else []) + [task_title(task)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     by_key = {(r.task, r.condition): r for r in table.itertuples(index=False)}
     for condition in conditions:
@@ -182,7 +190,7 @@ def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int) -> str:
             row = pd.Series(found._asdict()) if found is not None else None
             if i == 0:
                 cells.append(row["label"] if row is not None else condition_label(task, condition))
-            if task == "summhay" and i > 0:
+            if _renames_axes(task) and i > 0:
                 cells.append(row["label"] if row is not None else condition_label(task, condition))
             cells.append(_cell(row) if row is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
@@ -197,7 +205,7 @@ def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int) -> str:
         for c in control.itertuples(index=False):
             score = {r.condition: r.score for r in table[table["task"] == c.task].itertuples(index=False)}
             trivial = f"{score[TRIVIAL]:.3f}" if TRIVIAL in score else "-"
-            lines.append(f"| {TASK_TITLES.get(c.task, c.task)} | {score['real_full']:.3f} | {score['nonft']:.3f} | "
+            lines.append(f"| {task_title(c.task)} | {score['real_full']:.3f} | {score['nonft']:.3f} | "
                          f"{trivial} | {_p(c.p_vs_nonft)} | {_p(c.p_vs_trivial)} | "
                          f"{'passes' if c.passes else 'FAILS'} |")
 
@@ -215,17 +223,17 @@ def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int) -> str:
     notes = []
     for r in table.itertuples(index=False):
         if not pd.isna(r.loss_fell) and not bool(r.loss_fell):
-            notes.append(f"- {TASK_TITLES.get(r.task, r.task)} / {r.label}: the training loss did not fall "
+            notes.append(f"- {task_title(r.task)} / {r.label}: the training loss did not fall "
                          "(see the training curves figure): its score does not describe a trained model.")
         if not pd.isna(r.distinct_predictions) and int(r.distinct_predictions) <= 1 and r.condition != TRIVIAL \
                 and r.n > 1:
-            notes.append(f"- {TASK_TITLES.get(r.task, r.task)} / {r.label}: the same prediction for all {r.n} "
+            notes.append(f"- {task_title(r.task)} / {r.label}: the same prediction for all {r.n} "
                          "examples (a constant model).")
     if TRIVIAL in set(table["condition"]):
-        from synthctx.evaluate.baselines import TRIVIAL_DESCRIPTION
+        from synthctx.evaluate.baselines import trivial_description
 
         notes.append("- Trivial baseline: " + "; ".join(
-            f"{TASK_TITLES.get(t, t)}: {TRIVIAL_DESCRIPTION.get(t, '?')}" for t in tasks) + ".")
+            f"{task_title(t)}: {trivial_description(t)}" for t in tasks) + ".")
     if notes:
         lines += ["", "## Notes", "", *notes]
     return "\n".join(lines) + "\n"
@@ -251,7 +259,7 @@ def plot_table1(table: pd.DataFrame, path: str | Path) -> None:
             ax.text(i, r["ci_high"] + 0.01, f"{r['score']:.2f}{mark}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(sub)), sub["label"], rotation=60, ha="right", fontsize=8)
         ax.set_ylim(0, max(1.0, float(sub["ci_high"].max()) + 0.1))
-        ax.set_title(TASK_TITLES.get(task, task))
+        ax.set_title(task_title(task))
         ax.set_ylabel("score (F1)")
     fig.suptitle(f"Table 1: {table['model'].iloc[0]} (dark: best synthetic; †: significantly worse)", fontsize=10)
     fig.tight_layout()

@@ -41,7 +41,7 @@ that produced w_t. Then
   gives scores of 0 with ``n_examples = 0`` (and a warning). An example with no needle span of
   a head kind (e.g. the answer never occurs verbatim in the context) does not count for it.
 
-Needle kinds per task: ``answer`` for mdqa/musique, ``citation`` (the cited document number in
+Needle kinds per task (``Task.head_kinds``): ``answer`` for the QA tasks, ``citation`` (the cited document number in
 each gold document's header) for SummHay retrieval heads, ``insight`` for SummHay insight heads.
 """
 
@@ -59,12 +59,13 @@ log = logging.getLogger("synthctx.heads")
 TOKEN_MATCH = ("exact", "normalized")
 # Earlier names of a rule, accepted so older configs stay valid.
 TOKEN_MATCH_ALIASES = {"stripped": "normalized"}
-# head kind -> needle kinds, per task
-HEAD_KINDS: dict[str, dict[str, tuple[str, ...]]] = {
-    "mdqa": {"retrieval": ("answer",)},
-    "musique": {"retrieval": ("answer",)},
-    "summhay": {"retrieval": ("citation",), "insight": ("insight",)},
-}
+
+
+def head_kinds_of(task: str) -> dict[str, tuple[str, ...]]:
+    """Head kind -> needle kinds scored for it, as the task defines (synthctx.tasks)."""
+    from synthctx.tasks import get_task
+
+    return dict(get_task(task).head_kinds)
 
 
 def span_length_map(spans: Sequence[tuple[int, int]], size: int) -> np.ndarray:
@@ -452,7 +453,7 @@ def run_task_heads(
     from synthctx.train.lora import load_finetuned  # LoRA adapter or full fine-tuned weights
 
     model = load_finetuned(model_dir, adapter_dir, dict(model_settings), merge=True)
-    prepared = [prepare_example(ex, tokenizer, HEAD_KINDS[task]) for ex in examples]
+    prepared = [prepare_example(ex, tokenizer, head_kinds_of(task)) for ex in examples]
     logger.info("%s/%s/%s: %d examples, adapter=%s", model_name, task, condition, len(prepared), adapter_dir)
     result = detect_heads(
         model, tokenizer, prepared,

@@ -3,10 +3,10 @@
 Pool items (Parquet kind ``document_pool``; ``fields`` holds the facts each item was asked
 to express):
 
-- mdqa / musique: ``haystack_article`` (an article about a fictional entity) and
-  ``needle_article`` (an article about a fact's subject that must state the fact; musique
-  facts come in 3-hop chains, ``fields.chain``/``fields.hop``).
-- summhay: ``news_document`` (a news report about a fictional topic, JSON headline/body)
+- QA tasks: ``haystack_article`` (an article about a fictional entity) and
+  ``needle_article`` (an article about a fact's subject that must state the fact; a chained
+  task's facts come in chains of its hop count, ``fields.chain``/``fields.hop``).
+- news tasks (SummHay): ``news_document`` (a news report about a fictional topic, JSON headline/body)
   and ``insight_prose`` (an LLM paraphrase of one templated insight that keeps its key
   name and number, and is not a near copy of the templated statement: see
   ``template_overlap``).
@@ -84,7 +84,7 @@ def summhay_topic_count(pool_size: int, haystack_documents: int | None) -> int:
     """Topics of a SummHay pool: each gets its insights and enough news for one haystack.
 
     Every topic holds 2 insights per aspect and at least as many news documents, and at least
-    ``NEWS_PER_HAYSTACK_DOCUMENT`` x ``haystack_documents`` (config data.summhay.num_documents).
+    ``NEWS_PER_HAYSTACK_DOCUMENT`` x ``haystack_documents`` (the task's config num_documents).
     """
     insights = len(ASPECTS) * 2
     news = max(insights, math.ceil(NEWS_PER_HAYSTACK_DOCUMENT * (haystack_documents or 0)))
@@ -92,47 +92,15 @@ def summhay_topic_count(pool_size: int, haystack_documents: int | None) -> int:
 
 
 def plan_pool(task: str, pool_size: int, seed: int, haystack_documents: int | None = None) -> list[dict[str, Any]]:
-    """The items of a task's pool: id, kind, prompt, fields; a pure function of its arguments.
-
-    ``haystack_documents`` (SummHay only): documents per haystack, which sizes the topics.
+    """The items of a task's pool (``Task.plan_pool``): id, kind, prompt, fields; a pure function
+    of its arguments. ``haystack_documents`` (news pools only): documents per haystack, which
+    sizes the topics.
     """
+    from synthctx.tasks import get_task
+
+    spec = get_task(task)
     gen = EntityGenerator(derived_seed(seed, "synth-entities", task))
-    items: list[dict[str, Any]] = []
-    if task in ("mdqa", "musique"):
-        n_needle = max(1, round(pool_size * NEEDLE_SHARE))
-        if task == "musique":
-            chains = max(1, n_needle // 3)
-            for c in range(chains):
-                for hop, fact in enumerate(gen.chain(3), start=1):
-                    items.append(_needle_item(task, f"{task}-chain{c:03d}-hop{hop}", fact, chain=c, hop=hop))
-        else:
-            for i in range(n_needle):
-                items.append(_needle_item(task, f"{task}-needle{i:03d}", gen.fact()))
-        for i in range(max(0, pool_size - len(items))):
-            kind = gen.rng.choice(list(KIND_DESCRIPTIONS))
-            entity = gen.entity(kind)
-            prompt = template("haystack_article").format(entity=entity, kind=KIND_DESCRIPTIONS[kind])
-            items.append({"pool_id": f"{task}-haystack{i:03d}", "kind": "haystack_article", "entity": entity,
-                          "prompt": prompt, "fields": {"entity": entity, "entity_kind": kind}})
-    elif task == "summhay":
-        topics = [make_topic(gen, f"topic{t}") for t in range(summhay_topic_count(pool_size, haystack_documents))]
-        for topic in topics:
-            for ins in topic.insights:
-                prompt = template("insight_prose").format(key=ins.key, number=ins.number, statement=ins.statement())
-                items.append({"pool_id": f"summhay-{ins.insight_id}", "kind": "insight_prose", "entity": ins.key,
-                              "prompt": prompt, "fields": {"insight": ins.to_dict(), "topic_id": topic.topic_id}})
-        n_news = max(len(topics), pool_size - len(items))
-        for i in range(n_news):
-            topic = topics[i % len(topics)]
-            aspect = ASPECTS[(i // len(topics)) % len(ASPECTS)][0]
-            prompt = template("news_document").format(topic=topic.name, place=topic.place, aspect=aspect)
-            items.append({"pool_id": f"summhay-news{i:03d}", "kind": "news_document", "entity": topic.name,
-                          "prompt": prompt,
-                          "fields": {"topic_id": topic.topic_id, "topic": topic.name, "place": topic.place,
-                                     "aspect": aspect,
-                                     "insights": [ins.to_dict() for ins in topic.insights]}})
-    else:
-        raise ValueError(f"unknown task {task!r}")
+    items = spec.plan_pool(gen, pool_size, haystack_documents)
     for item in items:
         item["task"] = task
     return items

@@ -33,6 +33,7 @@ import pandas as pd
 from synthctx.data.examples import make_example, validate_example
 from synthctx.data.prompts import citation_span_in_header, citation_target, prompt_length
 from synthctx.provenance import derived_seed
+from synthctx.tasks import get_task
 from synthctx.schema import ArtifactError
 from synthctx.synth.entities import ORG_SUFFIXES, EntityGenerator, Fact, chain_question
 from synthctx.synth.topics import Insight
@@ -160,14 +161,14 @@ def random_symbol(rng: random.Random, length: int, used: set[str]) -> str:
 @dataclass
 class PoolView:
     articles: list[dict[str, Any]]  # ok haystack + needle articles: title, text, pool_id, fact?
-    needles: list[dict[str, Any]]  # ok needle articles (mdqa) with their fact
-    chains: list[list[dict[str, Any]]]  # musique: complete chains of 3 ok needle articles
-    news: dict[str, list[dict[str, Any]]]  # summhay: topic id -> ok news documents
-    insights: dict[str, list[Insight]]  # summhay: topic id -> all insights of the topic
-    prose: dict[str, str]  # summhay: insight id -> ok paraphrase
+    needles: list[dict[str, Any]]  # ok needle articles (single facts) with their fact
+    chains: list[list[dict[str, Any]]]  # complete chains of ok needle articles (chained relations)
+    news: dict[str, list[dict[str, Any]]]  # news pools: topic id -> ok news documents
+    insights: dict[str, list[Insight]]  # news pools: topic id -> all insights of the topic
+    prose: dict[str, str]  # news pools: insight id -> ok paraphrase
     entity_names: set[str]
     doc_lengths: list[int]
-    needle_chains_all: list[list[dict[str, Any]]] = field(default_factory=list)  # musique: valid articles per chain
+    needle_chains_all: list[list[dict[str, Any]]] = field(default_factory=list)  # valid articles per chain
 
     @classmethod
     def from_frame(cls, pool: pd.DataFrame) -> "PoolView":
@@ -409,7 +410,7 @@ class SummHayBuilder(Builder):
     def topics(self) -> list[str]:
         topics = [t for t in self.pool.insights if self.diversity == "low" or len(self.pool.news.get(t, [])) >= 1]
         if not topics:
-            raise ArtifactError(f"summhay/{self.s.variant}: the pool has no topic with news documents")
+            raise ArtifactError(f"{self.s.task}/{self.s.variant}: the pool has no topic with news documents")
         return topics
 
     def expression(self, ins: Insight) -> str | None:
@@ -479,7 +480,6 @@ class SummHayBuilder(Builder):
                      droppable=[i for i in range(n) if i not in gold], forbidden=[" ".join(pattern)])
 
 
-BUILDERS = {"mdqa": MDQABuilder, "musique": MuSiQueBuilder, "summhay": SummHayBuilder}
 
 
 # ---------------------------------------------------------------- checks, fitting and the loop
@@ -491,13 +491,8 @@ def finalize(draft: Draft, settings: VariantSettings, example_id: str) -> dict[s
             for i, d in enumerate(draft.documents)]
     gold_ids = [str(i + 1) for i in draft.gold]
     needles = [{"doc_id": str(i + 1), "start": a, "end": b, "kind": k} for i, a, b, k in draft.needles]
-    answers, target = draft.answers, draft.target
-    if settings.task == "summhay":
-        target = citation_target(gold_ids)
-        answers = [target]
-        for g in sorted(draft.gold):
-            a, b = citation_span_in_header(g + 1)
-            needles.append({"doc_id": str(g + 1), "start": a, "end": b, "kind": "citation"})
+    answers, target = get_task(settings.task).finalize_synthetic(draft, gold_ids, needles, draft.answers,
+                                                                  draft.target)
     first = next((n for n in needles if n["kind"] in ("answer", "value", "insight")), None)
     depth = None
     if first is not None:
@@ -520,18 +515,7 @@ def check_draft(draft: Draft, task: str) -> None:
             continue
         if any(f in doc["text"] or f in (doc.get("title") or "") for f in draft.forbidden):
             raise Reject("answer_in_distractor")
-    kinds = Counter(k for _, _, _, k in draft.needles)
-    if task == "summhay":
-        key = draft.meta.get("insight_key") or " ".join(draft.meta.get("pattern", []))
-        containing = {i for i, d in enumerate(draft.documents) if key in d["text"]}
-        if containing != gold or kinds["insight"] != len(gold):
-            raise Reject("target_not_derivable")
-        return
-    answer_kind = "value" if "value" in kinds else "answer"
-    if kinds[answer_kind] == 0:
-        raise Reject("target_not_derivable")
-    if task == "musique" and (kinds["hop1"] == 0 or kinds["hop2"] == 0):
-        raise Reject("hop_not_derivable")
+    get_task(task).check_draft(draft, Counter(k for _, _, _, k in draft.needles))
 
 
 def without_last_droppable(draft: Draft, count: int) -> Draft:
@@ -583,7 +567,10 @@ def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: 
     if variant not in VARIANTS:
         raise ValueError(f"unknown synthetic variant {variant!r}; expected one of {VARIANTS}")
     settings = VariantSettings(task, variant, seed, examples, context_tokens, num_documents, max_gold_documents)
-    builder = BUILDERS[task](settings, PoolView.from_frame(pool))
+    spec = get_task(task)
+    if variant not in spec.synthetic_variants:
+        raise ValueError(f"task {task!r} has no synthetic variant {variant!r} (it supports {spec.synthetic_variants})")
+    builder = spec.variant_builder(settings, PoolView.from_frame(pool))
     rejects: Counter[str] = Counter()
     out: list[dict[str, Any]] = []
     lengths, dropped_total, sources = [], 0, set()

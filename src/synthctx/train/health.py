@@ -64,7 +64,8 @@ def plot_training_curves(curves, path, model: str, min_relative_drop: float) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from synthctx.evaluate.table1 import TASK_TITLES, condition_label
+    from synthctx.evaluate.table1 import condition_label
+    from synthctx.study import task_title
 
     tasks = list(curves)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.8), squeeze=False)
@@ -81,7 +82,7 @@ def plot_training_curves(curves, path, model: str, min_relative_drop: float) -> 
             ax.plot(frame["step"], losses, color=color, alpha=0.25, linewidth=0.8)
             ax.plot(frame["step"], smooth, color=color, linewidth=1.6, label=label,
                     linestyle="-" if health.fell else "--")
-        ax.set_title(TASK_TITLES.get(task, task))
+        ax.set_title(task_title(task))
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("loss (target tokens)")
         ax.legend(fontsize=6)

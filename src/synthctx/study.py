@@ -1,0 +1,235 @@
+"""The study's vocabulary: its conditions (kind, order, display label) and access to its tasks.
+
+Every table, figure and summary takes its condition labels and order from here, and the
+config schema's condition enums and the Snakemake wildcard constraints are checked against
+(or built from) it (tests/test_study.py fails when they drift). Tasks live in their own
+registry, :mod:`synthctx.tasks` (one module per task); this module re-exports the look-ups.
+
+A condition is one of four kinds:
+
+- ``real``: trained on the task's real training examples (Real (Full), Real (Limited));
+- ``synthetic``: trained on a synthetic variant; built-in ones name their two axes
+  (concept expression x context diversity), e.g. ``high_low``;
+- ``evaluation_only``: evaluated but never trained (``nonft``, the base model);
+- ``user``: trained on a user-supplied dataset (registered from config).
+
+A condition the config names and nobody registered gets its name as label, so a study can
+add one by config alone (:func:`register_from_config`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from synthctx.tasks import get_task, task_names  # noqa: F401  (re-exported: the task registry)
+
+KINDS = ("real", "synthetic", "evaluation_only", "user")
+# Display words of the synthetic axes (a task may rename one, e.g. SummHay's "Simplified").
+AXIS_LABELS = {"high": "High", "low": "Low"}
+TRIVIAL = "trivial"  # Table 1's trivial-baseline row (not a condition: nothing is trained or run)
+NONFT = "nonft"
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    kind: str
+    label: str
+    # (concept expression, context diversity) of an axis-named synthetic condition
+    axes: tuple[str, str] | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.kind != "evaluation_only"
+
+
+_CONDITIONS: dict[str, Condition] = {}
+
+
+def register_condition(condition: Condition, *, replace: bool = False) -> Condition:
+    """Add a condition to the vocabulary (order of registration = display order)."""
+    if condition.kind not in KINDS:
+        raise ValueError(f"condition {condition.name!r}: kind {condition.kind!r} is not one of {KINDS}")
+    if condition.name in _CONDITIONS and not replace:
+        if _CONDITIONS[condition.name] != condition:
+            raise ValueError(f"condition {condition.name!r} is already registered as {_CONDITIONS[condition.name]}")
+        return _CONDITIONS[condition.name]
+    _CONDITIONS[condition.name] = condition
+    return condition
+
+
+def _axis_condition(concept: str, context: str) -> Condition:
+    name = f"{concept}_{context}"
+    return Condition(name, "synthetic", f"{AXIS_LABELS[concept]} / {AXIS_LABELS[context]}", (concept, context))
+
+
+# The built-in vocabulary, in display order (heatmaps, Figure 4, Table 3).
+for _condition in (
+    Condition("real_full", "real", "Real Data (Full)"),
+    Condition("real_limited", "real", "Real Data (Limited)"),
+    _axis_condition("high", "high"),
+    _axis_condition("high", "low"),
+    _axis_condition("low", "high"),
+    _axis_condition("low", "low"),
+    Condition("symbolic", "synthetic", "Symbolic / Symbolic"),
+    Condition(NONFT, "evaluation_only", "Non-FT"),
+):
+    register_condition(_condition)
+
+BUILTIN_SYNTHETIC = tuple(c.name for c in _CONDITIONS.values() if c.kind == "synthetic")
+BUILTIN_REAL = tuple(c.name for c in _CONDITIONS.values() if c.kind == "real")
+
+
+def conditions(kind: str | None = None) -> list[Condition]:
+    """Registered conditions (of one kind), in display order."""
+    return [c for c in _CONDITIONS.values() if kind is None or c.kind == kind]
+
+
+def condition_names(kind: str | None = None) -> list[str]:
+    return [c.name for c in conditions(kind)]
+
+
+def get_condition(name: str) -> Condition | None:
+    return _CONDITIONS.get(name)
+
+
+def condition_label(condition: str, task: str | None = None) -> str:
+    """The display label of a condition (Table 1, Table 3, Figures 3/4, heatmaps).
+
+    A task may rename a synthetic axis value (SummHay calls its low-expression needle
+    "Simplified"); a name nobody registered is its own label.
+    """
+    if condition == TRIVIAL:
+        return "Trivial baseline"
+    found = _CONDITIONS.get(condition)
+    if found is None:
+        return condition
+    if found.axes is not None and task is not None:
+        renamed = _task_axis_labels(task)
+        if renamed:
+            concept, context = found.axes
+            words = {**AXIS_LABELS, **renamed}
+            return f"{words.get(concept, concept)} / {AXIS_LABELS.get(context, context)}"
+    return found.label
+
+
+def _task_axis_labels(task: str) -> Mapping[str, str]:
+    try:
+        return get_task(task).concept_labels
+    except ValueError:  # an unregistered task name: default words
+        return {}
+
+
+def display_order(names: Iterable[str]) -> list[str]:
+    """``names`` in the registry's order; unregistered names after them, in the order given."""
+    order = list(_CONDITIONS)
+    names = list(dict.fromkeys(names))
+    return sorted(names, key=lambda c: (order.index(c) if c in order else len(order), names.index(c) if c not in order else 0))
+
+
+def register_from_config(config: Mapping[str, Any]) -> None:
+    """Register every condition the config's ``study`` section names but nobody registered
+    (label = its name), with the kind of the list that names it; checks the kinds agree."""
+    study = config.get("study", {})
+    for key, kind in (("synthetic_conditions", "synthetic"), ("real_conditions", "real")):
+        for name in study.get(key, []) or []:
+            known = _CONDITIONS.get(name)
+            if known is None:
+                register_condition(Condition(name, kind, name))
+            elif known.kind != kind:
+                raise ValueError(f"invalid config: study.{key}: {name!r} is a {known.kind} condition, not {kind}")
+
+
+def study_conditions(config: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """(synthetic, real, every evaluated condition) of a config, evaluated = trained + ``nonft``."""
+    register_from_config(config)
+    synthetic = list(config["study"]["synthetic_conditions"])
+    real = list(config["study"]["real_conditions"])
+    return synthetic, real, synthetic + real + [NONFT]
+
+
+def wildcard_pattern(names: Sequence[str]) -> str:
+    """A Snakemake wildcard constraint matching exactly ``names``."""
+    import re
+
+    if not names:
+        return "(?!)"  # matches nothing
+    return "|".join(re.escape(n) for n in names)
+
+
+def task_title(task: str) -> str:
+    """A task's display name (Table 1 column, Table 3 row, figure titles); unknown: its name."""
+    try:
+        return get_task(task).title or task
+    except ValueError:
+        return task
+
+
+# Config mappings keyed by task name (any subset of the study's tasks, unless required here).
+PER_TASK_KEYS = {
+    ("evaluate", "max_new_tokens"): True,  # required for every task of the study
+    ("heads", "task_examples"): False,
+    ("causal", "task_examples"): False,
+    ("heads", "success_metric"): False,
+}
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """What the JSON schema cannot check because it depends on the registries: the study's tasks
+    are registered (after importing ``study.task_modules``), each has its ``raw_data.<task>`` and
+    ``data.<task>`` sections valid against the task's own schema fragment, a section names a
+    registered task, per-task mappings name study tasks, and the study's conditions are known
+    (unknown ones are registered with their name as label). Raises ValueError naming the key."""
+    import jsonschema
+
+    from synthctx.tasks import load_task_modules
+
+    def error(key: str, message: str) -> None:
+        raise ValueError(f"invalid config: {key}: {message}")
+
+    study = config["study"]
+    load_task_modules(study.get("task_modules") or [])
+    known = task_names()
+    tasks = list(study["tasks"])
+    for task in tasks:
+        if task not in known:
+            error("study.tasks", f"unknown task {task!r} (registered: {known}; a new task's module goes in "
+                                 "study.task_modules)")
+    for section, fixed in (("raw_data", {"local_dir"}), ("data", {"eval_examples", "max_train_examples",
+                                                                 "limited_fraction"})):
+        block = config.get(section) or {}
+        for name in block:
+            if name not in fixed and name not in known:
+                error(f"{section}.{name}", f"not a registered task (registered: {known})")
+        for task in tasks:
+            if task not in block:
+                error(f"{section}.{task}", f"missing: task {task!r} is in study.tasks")
+            schema = get_task(task).raw_schema if section == "raw_data" else get_task(task).data_schema
+            try:
+                jsonschema.validate(block[task], schema)
+            except jsonschema.ValidationError as err:
+                where = ".".join(str(p) for p in err.absolute_path)
+                error(f"{section}.{task}" + (f".{where}" if where else ""), err.message)
+    for (section, key), required in PER_TASK_KEYS.items():
+        value = (config.get(section) or {}).get(key)
+        if not isinstance(value, Mapping):
+            continue
+        for name in value:
+            if name not in known:
+                error(f"{section}.{key}.{name}", f"not a registered task (registered: {known})")
+        if required:
+            for task in tasks:
+                if task not in value:
+                    error(f"{section}.{key}.{task}", f"missing: task {task!r} is in study.tasks")
+    register_from_config(config)
+    for key in ("knockout_conditions", "patch_conditions"):
+        for name in (config.get("causal") or {}).get(key) or []:
+            if get_condition(name) is None:
+                error(f"causal.{key}", f"unknown condition {name!r} (registered: {condition_names()})")
+    for name in study["synthetic_conditions"]:
+        for task in tasks:
+            supported = get_task(task).synthetic_variants
+            if name in BUILTIN_SYNTHETIC and name not in supported:
+                error("study.synthetic_conditions", f"task {task!r} has no synthetic variant {name!r} "
+                                                    f"(it supports {list(supported)})")
