@@ -96,6 +96,7 @@ def all_targets():
         targets += heads_targets(model)
         targets += analysis_targets(model)
         targets += causal_targets(model)
+        targets += claims_targets(model)
     return targets
 
 
