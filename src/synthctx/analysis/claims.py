@@ -718,6 +718,11 @@ def _niah_claim(ctx: _Context) -> None:
 
 def build_claims(paths: ClaimPaths, settings: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str]]:
     """The claims table of one model, and the inputs that were not built."""
+    frame, ctx = _build(paths, settings)
+    return frame, list(dict.fromkeys(ctx.inputs.missing))
+
+
+def _build(paths: ClaimPaths, settings: Mapping[str, Any]) -> tuple[pd.DataFrame, _Context]:
     inputs = _Inputs()
     ctx = _Context(model=str(settings["model"]), tasks=list(settings["tasks"]), synthetic=list(settings["synthetic"]),
                    alpha=float(settings["alpha"]), resamples=int(settings["resamples"]), seed=int(settings["seed"]),
@@ -733,7 +738,7 @@ def build_claims(paths: ClaimPaths, settings: Mapping[str, Any]) -> tuple[pd.Dat
     frame["n"] = frame["n"].astype("Int32")
     order = {c: i for i, c in enumerate(CLAIMS)}
     frame = frame.sort_values("claim_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
-    return frame, list(dict.fromkeys(inputs.missing))
+    return frame, ctx
 
 
 def _fmt(value, digits: int) -> str:
@@ -797,16 +802,13 @@ def make_claims(paths: ClaimPaths, table_path: str, markdown_path: str, settings
     from synthctx.provenance import provenance
     from synthctx.schema import write_table
 
-    frame, missing = build_claims(paths, settings)
-    inputs = _Inputs()
-    table1 = inputs.get(paths.table1, "table1")
-    alpha, fraction = float(settings["alpha"]), float(settings["min_distinct_fraction"])
-    flags = degenerate_flags(table1, alpha, fraction) if table1 is not None else {}
-    controls = control_failures(table1, alpha) if table1 is not None else {}
+    frame, ctx = _build(paths, settings)
+    missing = list(dict.fromkeys(ctx.inputs.missing))
+    alpha, fraction = ctx.alpha, ctx.min_distinct_fraction
     meta = provenance(seed=settings["seed"], model=settings["model"], alpha=alpha, min_distinct_fraction=fraction,
                       resamples=settings["resamples"], top_k=settings["top_k"], inputs=paths.all(), missing=missing)
     write_table(frame, table_path, "claims", meta)
-    text = claims_markdown(frame, settings, flags, controls, missing)
+    text = claims_markdown(frame, settings, ctx.flags, ctx.controls, missing)
     Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(markdown_path).with_suffix(".md.tmp")
     tmp.write_text(text)
