@@ -26,6 +26,7 @@ include: "rules/evaluate.smk"
 include: "rules/heads.smk"
 include: "rules/analysis.smk"
 include: "rules/causal.smk"
+include: "rules/claims.smk"
 
 
 rule all:

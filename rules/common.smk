@@ -103,6 +103,7 @@ def all_targets():
         targets += heads_targets(model)
         targets += analysis_targets(model)
         targets += causal_targets(model)
+        targets += claims_targets(model)
     return targets
 
 

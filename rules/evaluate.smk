@@ -98,6 +98,8 @@ rule table1:
             "alpha": config["evaluate"]["alpha"],
             "seed": config["study"]["seed"],
             "min_loss_drop": config["evaluate"]["min_loss_drop"],
+            # the degenerate-output flags: the claims page's rule and keys
+            "degenerate": {k: config["claims"][k] for k in ("alpha", "min_distinct_fraction")},
         },
     script:
         "../workflow/scripts/table1.py"

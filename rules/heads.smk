@@ -23,7 +23,9 @@ rule heads:
         if wc.condition == "nonft"
         else f"{adapter_dir(wc.model, wc.task, wc.condition)}/adapter_model.safetensors",
     output:
-        "results/heads/{model}/{task}/{condition}.parquet",
+        scores="results/heads/{model}/{task}/{condition}.parquet",
+        # every decoded example's score of every head (bootstrap intervals, split halves: claims)
+        examples="results/heads/{model}/{task}/per_example/{condition}.parquet",
     log:
         "logs/heads/{model}/{task}/{condition}.log",
     benchmark:

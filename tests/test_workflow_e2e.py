@@ -4,8 +4,8 @@ Every stage runs for real on the project's own raw-data fixtures (tests/fixtures
 datasets' original formats) and the embedded SmolLM2-135M-Instruct: data for all three tasks,
 templated and symbolic synthetic variants (the LLM pools and both backends have their own
 tests in test_synth_*), LoRA training, Table 1,
-retrieval heads and NIAH, Figure 3 / Table 2 / heatmaps, knockout and patching, and the HTML
-report. Assertions check values, not only that files exist; a second run must find nothing to do.
+retrieval heads and NIAH, Figure 3 / Table 2 / heatmaps, knockout and patching, the claims page
+and the HTML report. Assertions check values, not only that files exist; a second run must find nothing to do.
 """
 
 from __future__ import annotations
@@ -129,6 +129,35 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     assert set(knockout["task"]) == {"mdqa", "musique", "summhay"}
     table3 = read_table(results / "tables" / MODEL / "table3.parquet", "intervention_summary")
     assert set(table3["intervention"]) == {"patch_intersection", "patch_complement", "patch_random"}
+    # Every decoded example's head scores average (over the counted ones) to the head_scores file.
+    import numpy as np
+
+    per_example = read_table(results / "heads" / MODEL / "mdqa" / "per_example" / "real_full.parquet",
+                             "head_example_scores")
+    mdqa_heads = read_table(results / "heads" / MODEL / "mdqa" / "real_full.parquet", "head_scores")
+    counted = per_example[per_example["counted"] & (per_example["head_kind"] == "retrieval")]
+    assert len(per_example) == 2 and len(counted) == int(mdqa_heads["n_examples"].iloc[0])
+    if len(counted):
+        mean = np.stack([np.asarray(v) for v in counted["scores"]]).mean(0)
+        expected_scores = mdqa_heads[mdqa_heads["head_kind"] == "retrieval"].sort_values(["layer", "head"])["score"]
+        np.testing.assert_allclose(mean, expected_scores.to_numpy())
+    # The claims page: one row per claim and task (and condition or measure), valid verdicts.
+    from synthctx.analysis.claims import CANNOT, CLAIMS, VERDICTS
+
+    claims = read_table(results / "reports" / MODEL / "claims.parquet", "claims")
+    per_claim = claims["claim_id"].value_counts().to_dict()
+    # 3 tasks; 2 synthetic conditions; knockout of real_full, patching into symbolic; Table 2's 4 rows
+    assert per_claim == {"C1": 3, "C2": 3, "C3": 6, "C4": 6, "C5": 3, "C6": 3, "C7": 4, "C8": 1, "CB": 1}
+    assert set(claims["verdict"]) <= set(VERDICTS)
+    assert (claims.loc[claims["verdict"] == CANNOT, "reason"].str.len() > 0).all()
+    assert claims.loc[claims["claim_id"] == "CB", "reason"].iloc[0] == "not run in this study (no closed_book condition)"
+    for row in claims[(claims["claim_id"] == "C1") & claims["statistic"].notna()].itertuples(index=False):
+        scores = table1[table1["task"] == row.task].set_index("condition")["score"]
+        best = table1[(table1["task"] == row.task) & table1["is_best_synthetic"]]["score"].iloc[0]
+        assert abs(row.statistic - (scores["real_full"] - best)) < 1e-9
+    page = (results / "reports" / MODEL / "claims.md").read_text()
+    assert all(f"| {c} | {text} |" in page for c, text in CLAIMS.items())
+    assert page.count("\n| C") == len(claims) + len(CLAIMS)
     for figure in ("table1.png", "figure3.png", "figure4.png", "heatmap_mdqa.png"):
         assert (results / "figures" / MODEL / figure).stat().st_size > 5_000, figure
     assert "| Non-FT |" in (results / "tables" / MODEL / "table1.md").read_text()

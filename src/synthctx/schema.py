@@ -129,6 +129,22 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("n_seen", pa.int32()),  # examples decoded
         ]
     ),
+    # Every decoded example's retrieval score of every head (the head_scores file beside it is the
+    # mean over the examples with counted = true): bootstrap intervals of head counts and the
+    # split-half agreement of the claims page. scores: layers x heads values, (layer, head) order.
+    "head_example_scores": pa.schema(
+        [
+            ("model", pa.string()),
+            ("task", pa.string()),
+            ("condition", pa.string()),
+            ("head_kind", pa.string()),
+            ("example_id", pa.string()),
+            ("counted", pa.bool_()),  # the example counts toward the head score (success-only rule)
+            ("layers", pa.int32()),
+            ("heads", pa.int32()),
+            ("scores", pa.list_(pa.float64())),
+        ]
+    ),
     # Similarity of a synthetic-trained model's heads to the real-trained model's heads.
     "head_similarity": pa.schema(
         [
@@ -191,6 +207,29 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("ci_low", pa.float64()),
             ("ci_high", pa.float64()),
             ("p_value", pa.float64()),
+        ]
+    ),
+    # The claims page (synthctx.analysis.claims): one row per claim of the paper and task (and
+    # condition or measure where the claim has several), with the statistic, its uncertainty,
+    # the paper's number, the verdict and the rule that decided it.
+    "claims": pa.schema(
+        [
+            ("model", pa.string()),
+            ("claim_id", pa.string()),  # C1..C8, CB (closed book)
+            ("claim", pa.string()),
+            ("task", pa.string()),  # a task, a Table 2 row (summhay_insight...), niah or all
+            ("subject", pa.string()),  # the condition or measure of the row ("" when the claim has one)
+            ("measured", pa.string()),
+            ("statistic", pa.float64()),
+            ("ci_low", pa.float64()),
+            ("ci_high", pa.float64()),
+            ("p_holds", pa.float64()),  # one-sided p against the claim's direction (small: it holds)
+            ("p_contradicts", pa.float64()),  # one-sided p against the opposite direction
+            ("n", pa.int32()),
+            ("paper", pa.string()),
+            ("verdict", pa.string()),  # synthctx.analysis.claims.VERDICTS
+            ("reason", pa.string()),  # why a row cannot be evaluated or is inconclusive by a flag
+            ("rule", pa.string()),  # the rule that decided the verdict
         ]
     ),
 }

@@ -168,9 +168,14 @@ def _p(value) -> str:
     return "-" if pd.isna(value) else f"{value:.4f}"
 
 
-def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int) -> str:
+def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int,
+                    degenerate: Mapping[tuple[str, str], str] | None = None) -> str:
     """The paper's layout (conditions x tasks), then every number with its CI and p-values, the
-    positive control per task and the notes (flat training loss, constant predictions)."""
+    positive control per task and the notes (flat training loss, constant predictions).
+
+    ``degenerate``: (task, condition) -> why the condition is degenerate
+    (:func:`synthctx.analysis.claims.degenerate_flags`, the claims page's rule): a flag column
+    in the details and a note per flagged condition."""
     model = table["model"].iloc[0]
     tasks = list(dict.fromkeys(table["task"]))
     conditions = list(dict.fromkeys(table["condition"]))
@@ -211,21 +216,27 @@ def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int) -> str:
 
     lines += ["", "## Details", "",
               "| task | condition | score | 95% CI | n | p vs best synthetic | p vs Non-FT | p vs trivial | distinct "
-              "predictions | train examples | loss fell |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "predictions | train examples | loss fell |" + (" degenerate |" if degenerate is not None else ""),
+              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if degenerate is not None else "")]
     for r in table.itertuples(index=False):
         p = "best" if r.is_best_synthetic else _p(r.p_vs_best_synthetic)
         distinct = "-" if pd.isna(r.distinct_predictions) else int(r.distinct_predictions)
         size = "-" if pd.isna(r.train_examples) else int(r.train_examples)
         fell = "-" if pd.isna(r.loss_fell) else ("yes" if r.loss_fell else "**no**")
+        flag = "" if degenerate is None else (" **yes** |" if (r.task, r.condition) in degenerate else " - |")
         lines.append(f"| {r.task} | {r.label} | {r.score:.3f} | [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.n} | {p} | "
-                     f"{_p(r.p_vs_nonft)} | {_p(r.p_vs_trivial)} | {distinct} | {size} | {fell} |")
+                     f"{_p(r.p_vs_nonft)} | {_p(r.p_vs_trivial)} | {distinct} | {size} | {fell} |{flag}")
 
     notes = []
     for r in table.itertuples(index=False):
         if not pd.isna(r.loss_fell) and not bool(r.loss_fell):
             notes.append(f"- {task_title(r.task)} / {r.label}: the training loss did not fall "
                          "(see the training curves figure): its score does not describe a trained model.")
-        if not pd.isna(r.distinct_predictions) and int(r.distinct_predictions) <= 1 and r.condition != TRIVIAL \
+        if degenerate is not None:
+            if (r.task, r.condition) in degenerate:
+                notes.append(f"- {TASK_TITLES.get(r.task, r.task)} / {r.label}: degenerate outputs, "
+                             f"{degenerate[(r.task, r.condition)]}; the claims resting on it are inconclusive.")
+        elif not pd.isna(r.distinct_predictions) and int(r.distinct_predictions) <= 1 and r.condition != TRIVIAL \
                 and r.n > 1:
             notes.append(f"- {task_title(r.task)} / {r.label}: the same prediction for all {r.n} "
                          "examples (a constant model).")
@@ -307,7 +318,13 @@ def make_table1(prediction_paths: Sequence[str], table_path: str, markdown_path:
     meta = provenance(seed=settings["seed"], model=settings["model"], resamples=settings["resamples"],
                       alpha=settings["alpha"], inputs=[str(p) for p in prediction_paths])
     write_table(table, table_path, "table1", meta)
-    md = table1_markdown(table, float(settings["alpha"]), int(settings["resamples"]))
+    degenerate = None
+    if "degenerate" in settings:  # the claims page's rule and keys (claims.alpha, claims.min_distinct_fraction)
+        from synthctx.analysis.claims import degenerate_flags
+
+        rule = settings["degenerate"]
+        degenerate = degenerate_flags(table, float(rule["alpha"]), float(rule["min_distinct_fraction"]))
+    md = table1_markdown(table, float(settings["alpha"]), int(settings["resamples"]), degenerate)
     Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
     Path(markdown_path).write_text(md)
     plot_table1(table, figure_path)

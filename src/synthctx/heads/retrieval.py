@@ -312,6 +312,9 @@ class DetectionResult:
     # it cites a document with an insight span (insight)
     creditable_share: dict[str, float] = field(default_factory=dict)
     token_match: str = "exact"
+    # head kind -> per decoded example (example id, whether it counted, its (layers, heads) score
+    # matrix): what bootstrap intervals and split halves of the head scores are computed from
+    example_scores: dict[str, list[tuple[str, bool, np.ndarray]]] = field(default_factory=dict)
 
 
 def detect_heads(
@@ -345,6 +348,7 @@ def detect_heads(
     kinds = sorted({k for p in prepared for k in p.spans})
     acc = {k: HeadScoreAccumulator(shape) for k in kinds}
     creditable = {k: [0, 0] for k in kinds}  # head kind -> [creditable steps, steps]
+    example_scores: dict[str, list[tuple[str, bool, np.ndarray]]] = {k: [] for k in kinds}
     with tqdm(total=len(prepared), desc="heads", file=progress, mininterval=5) as bar:
         decoded = decode_in_groups(
             [item.prompt_ids for item in prepared], batch_size,
@@ -378,6 +382,7 @@ def detect_heads(
                 score = np.zeros(shape)
             # an example without a needle of this kind cannot credit any head: it does not count
             acc[kind].add(score, counts and bool(spans) and scored)
+            example_scores[kind].append((item.example_id, bool(counts and spans and scored), score))
             if spans:
                 creditable[kind][0] += can_credit
                 creditable[kind][1] += len(result.tokens)
@@ -401,6 +406,7 @@ def detect_heads(
         per_example=per_example,
         creditable_share=share,
         token_match=keys.token_match,
+        example_scores=example_scores,
     )
 
 
@@ -422,6 +428,21 @@ def head_scores_frame(model_name: str, task: str, condition: str, result: Detect
     return pd.DataFrame(rows)
 
 
+def head_example_scores_frame(model_name: str, task: str, condition: str, result: DetectionResult):
+    """Rows of the ``head_example_scores`` kind: one per (head kind, decoded example), the example's
+    score of every head flattened in (layer, head) order."""
+    import pandas as pd
+
+    rows = []
+    for kind, entries in sorted(result.example_scores.items()):
+        for example_id, counted, matrix in entries:
+            rows.append({"model": model_name, "task": task, "condition": condition, "head_kind": kind,
+                         "example_id": example_id, "counted": counted, "layers": int(matrix.shape[0]),
+                         "heads": int(matrix.shape[1]), "scores": [float(v) for v in matrix.reshape(-1)]})
+    return pd.DataFrame(rows, columns=["model", "task", "condition", "head_kind", "example_id", "counted", "layers",
+                                       "heads", "scores"])
+
+
 def run_task_heads(
     *,
     model_dir: str,
@@ -435,8 +456,10 @@ def run_task_heads(
     adapter_dir: str | None = None,
     seed: int = 0,
     log_path: str | None = None,
+    examples_output: str | None = None,
 ) -> None:
-    """Entry point of rule ``heads``: head scores of one (model, task, condition)."""
+    """Entry point of rule ``heads``: head scores of one (model, task, condition), and with
+    ``examples_output`` every decoded example's score of every head (``head_example_scores``)."""
     import torch
 
     from synthctx.data.examples import read_examples
@@ -473,3 +496,6 @@ def run_task_heads(
         predictions=[{k: r[k] for k in ("example_id", "prediction", "metric", "counts")} for r in result.per_example],
     )
     write_table(frame, output, "head_scores", meta)
+    if examples_output:
+        write_table(head_example_scores_frame(model_name, task, condition, result), examples_output,
+                    "head_example_scores", meta)

@@ -1,0 +1,57 @@
+# claims stage: the reproduction report. Every claim of the paper (C1-C8, and the closed-book
+# baseline) checked against this run's tables, head scores and causal tests, with a verdict
+# (synthctx.analysis.claims holds the verdict rules).
+
+from synthctx.analysis.claims import study_paths
+
+
+def claims_paths(model):
+    """Every input of one model's claims page (standard artifact paths, docs/DESIGN.md)."""
+    return study_paths("results", model, TASKS, SYNTHETIC, KNOCKOUT_CONDITIONS, PATCH_CONDITIONS)
+
+
+def claims_targets(model):
+    return [f"results/reports/{model}/claims.md", f"results/reports/{model}/claims.parquet"]
+
+
+rule claims_report:
+    input:
+        lambda wc: claims_paths(wc.model).all(),
+    output:
+        markdown=report(
+            "results/reports/{model}/claims.md",
+            caption="../report/claims.rst",
+            category="Claims",
+            labels={"model": "{model}", "page": "Claims of the paper: verdicts"},
+        ),
+        table="results/reports/{model}/claims.parquet",
+    log:
+        "logs/claims/{model}.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime="15m",
+    params:
+        settings=lambda wc: {
+            "model": wc.model,
+            "tasks": list(TASKS),
+            "synthetic": list(SYNTHETIC),
+            "knockout_conditions": list(KNOCKOUT_CONDITIONS),
+            "patch_conditions": list(PATCH_CONDITIONS),
+            "alpha": config["claims"]["alpha"],
+            "min_distinct_fraction": config["claims"]["min_distinct_fraction"],
+            "resamples": config["evaluate"]["bootstrap_resamples"],
+            "top_k": config["heads"]["top_k"],
+            "seed": STUDY["seed"],
+        },
+    script:
+        "../workflow/scripts/claims.py"
+
+
+# Named target: `snakemake claims` writes every study model's claims page.
+rule claims:
+    input:
+        [f for m in MODELS for f in claims_targets(m)],
