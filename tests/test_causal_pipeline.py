@@ -114,7 +114,7 @@ def test_summaries_figure_and_table(tmp_path):
     summary = patching_summary(read_predictions([path]), 500, 0.05, seed=1)
     assert list(summary["intervention"]) == ["patch_intersection", "patch_complement", "patch_random"]
     text = table3_markdown(summary, 0.05, title="Table 3")
-    assert "| MDQA | Symbolic | 0.250 | 0.750 (+0.500" in text
+    assert "| MDQA | Symbolic / Symbolic | 0.250 | 0.750 (+0.500" in text
 
 
 def test_summary_rejects_mismatched_examples(tmp_path):

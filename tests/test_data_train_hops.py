@@ -208,8 +208,12 @@ def test_schema_refuses_bad_train_hops(value):
     config = copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))
     validate(copy.deepcopy(config), str(REPO / "schemas" / "config.schema.yaml"))  # null passes
     config["data"]["musique"]["train_hops"] = value
+    from synthctx.study import check_config
+
     with pytest.raises(Exception) as err:
+        # the schema, then the task's own section schema (the registry's check_config)
         validate(config, str(REPO / "schemas" / "config.schema.yaml"))
+        check_config(config)
     assert "train_hops" in str(err.value), str(err.value)
 
 

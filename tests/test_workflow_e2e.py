@@ -186,6 +186,7 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
                 ("table1.png", "training_curves.png", "figure3.png", "figure4.png",
                  *(f"heatmap_{task}.png" for task in tasks))}
     expected |= {f"results/tables/{MODEL}/{name}" for name in ("niah_heads.md", "table2.md", "table3.md")}
+    expected.add(f"results/reports/{MODEL}/claims.md")
     with Browser(binary) as browser:
         entries = report_entries_in_browser(browser, work / "report.html")
         assert browser.exceptions == [], browser.exceptions

@@ -98,13 +98,10 @@ def paper_number(claim_id: str, task: str, subject: str = "") -> str:
 
 
 def condition_label(task: str, condition: str) -> str:
-    """A condition's row label (Table 1's today; one function so the study's registry can take over)."""
-    from synthctx.evaluate.table1 import condition_label as table1_label
+    """A condition's row label, from the study's vocabulary (the same as Table 1's)."""
+    from synthctx.study import condition_label as study_label
 
-    try:
-        return table1_label(task, condition)
-    except (KeyError, ValueError):
-        return condition.replace("_", " ").capitalize()
+    return study_label(condition, task)
 
 
 class Verdict(NamedTuple):

@@ -234,7 +234,7 @@ def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int,
                          "(see the training curves figure): its score does not describe a trained model.")
         if degenerate is not None:
             if (r.task, r.condition) in degenerate:
-                notes.append(f"- {TASK_TITLES.get(r.task, r.task)} / {r.label}: degenerate outputs, "
+                notes.append(f"- {task_title(r.task)} / {r.label}: degenerate outputs, "
                              f"{degenerate[(r.task, r.condition)]}; the claims resting on it are inconclusive.")
         elif not pd.isna(r.distinct_predictions) and int(r.distinct_predictions) <= 1 and r.condition != TRIVIAL \
                 and r.n > 1:
