@@ -65,7 +65,7 @@ def test_counts_schema_and_budget(built, smollm_tokenizer):
             assert prompt_length(ex, smollm_tokenizer) <= BUDGET
             assert ex["meta"]["token_length"] == prompt_length(ex, smollm_tokenizer)
         s = stats_dict(stats)
-        assert s["examples"] == N and s["tokens_max"] <= BUDGET
+        assert s["examples"] == N and s["prompt_tokens_max"] <= BUDGET
         assert s["candidates"] == N + s["rejects"]
 
 
@@ -290,7 +290,7 @@ def test_build_variant_files(pools, smollm_dir, tmp_path):
                         "smollm2-135m", SEED, 3, BUDGET, {"num_documents": 5, "max_gold_documents": 2})
     assert len(read_examples(str(ex_path))) == 3
     stats = read_table(st_path, "dataset_stats")
-    assert set(stats["condition"]) == {"low_high"} and "tokens_mean" in set(stats["stat"])
+    assert set(stats["condition"]) == {"low_high"} and "prompt_tokens_mean" in set(stats["stat"])
 
 
 def test_helpers():
