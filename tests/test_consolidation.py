@@ -74,6 +74,18 @@ def test_causal_settings_equal_config_yaml_and_have_no_defaults():
                                       if k != "operator"})
 
 
+def test_generation_params_equal_config_yaml_and_have_no_defaults():
+    from synthctx.synth.backends import GenerationParams
+
+    config = default_config()
+    params = GenerationParams.from_config(config["generation"], seed=config["study"]["seed"])
+    # max_new_tokens defaulted to 160 against config.yaml's 128
+    assert (params.temperature, params.top_p, params.max_new_tokens, params.seed) == (
+        config["generation"]["temperature"], config["generation"]["top_p"], config["generation"]["max_new_tokens"],
+        config["study"]["seed"])
+    assert _defaults(GenerationParams) == ["json_schema"]  # per document kind, not a config key
+
+
 def test_variant_settings_have_no_defaults():
     from synthctx.synth.variants import VariantSettings
 
