@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = load_tokenizer(args.model_dir)
     with tempfile.TemporaryDirectory() as partial:
-        pool, _ = generate_pool(args.task, FakeBackend(), GenerationParams(seed=1), args.pool_size, partial, "fake")
+        pool, _ = generate_pool(args.task, FakeBackend(), GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=1), args.pool_size, partial, "fake")
     results = {}
     bisect = variants.fit_to_budget
     for name, fit in (("one at a time", fit_one_at_a_time), ("bisection", bisect)):

@@ -23,6 +23,7 @@ from synthctx.train.lora import TrainSettings, train_condition
 
 def run(device: str, dtype: str, args, examples) -> list[float]:
     settings = TrainSettings(
+        method="lora", weight_decay=0.0, max_grad_norm=1.0,
         lora={"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
         learning_rate=args.lr, epochs=1, batch_size=1, gradient_accumulation=1, warmup_ratio=0.0,
         checkpoint_every=0, gradient_checkpointing="auto",

@@ -8,10 +8,8 @@ CAUSAL = config["causal"]
 # Conditions outside the study (study.*_conditions) are dropped, so a study subset stays valid.
 KNOCKOUT_CONDITIONS = [c for c in CAUSAL.get("knockout_conditions", ["real_full"] + SYNTHETIC) if c in CONDITIONS]
 PATCH_CONDITIONS = [c for c in CAUSAL.get("patch_conditions", SYNTHETIC) if c in SYNTHETIC]
-# Head kind that ranks heads (SummHay files also hold insight heads).
-CAUSAL_HEAD_KIND = "retrieval"
-
 from synthctx.causal.eval_split import split_error, task_examples
+from synthctx.causal.settings import KnockoutSettings, PatchingSettings
 
 
 def ranking_examples(task):
@@ -75,18 +73,9 @@ rule knockout:
         gpu=gpu_resources(),
     params:
         settings=lambda wc: load_settings(wc.model),
-        top_k=CAUSAL["knockout_top_k"],
-        random_exclude_top=CAUSAL["random_exclude_top"],
-        random_draws=CAUSAL["random_draws"],
-        operator=CAUSAL["knockout_operator"],
-        # disjoint parts of the eval split: the heads' ranking examples come first
-        ranking_examples=lambda wc: ranking_examples(wc.task),
-        examples=lambda wc: causal_examples(wc.task),
-        batch_size=CAUSAL["batch_size"],
-        max_new_tokens=lambda wc: config["evaluate"]["max_new_tokens"][wc.task],
-        head_kind=CAUSAL_HEAD_KIND,
-        positive_heads_only=CAUSAL.get("positive_heads_only", True),
-        seed=STUDY["seed"],
+        # every knockout setting in one dict (synthctx.causal.settings; disjoint parts of the
+        # eval split: the heads' ranking examples come first)
+        knockout=lambda wc: KnockoutSettings.from_config(config, wc.task).as_params(),
     script:
         "../workflow/scripts/knockout.py"
 
@@ -114,14 +103,7 @@ rule patching:
         gpu=gpu_resources(),
     params:
         settings=lambda wc: load_settings(wc.model),
-        top_k=CAUSAL["patch_top_k"],
-        ranking_examples=lambda wc: ranking_examples(wc.task),
-        examples=lambda wc: causal_examples(wc.task),
-        batch_size=CAUSAL["batch_size"],
-        max_new_tokens=lambda wc: config["evaluate"]["max_new_tokens"][wc.task],
-        head_kind=CAUSAL_HEAD_KIND,
-        positive_heads_only=CAUSAL.get("positive_heads_only", True),
-        seed=STUDY["seed"],
+        patching=lambda wc: PatchingSettings.from_config(config, wc.task).as_params(),
     script:
         "../workflow/scripts/patching.py"
 

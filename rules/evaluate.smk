@@ -5,10 +5,9 @@
 
 def eval_settings(wildcards):
     """The config slice an evaluation depends on (and nothing else)."""
-    spec = model_spec(wildcards.model)
     return {
         "model": wildcards.model,
-        "model_spec": {k: spec.get(k) for k in ("dtype", "attn_implementation", "rope_theta", "context_tokens")},
+        "model_spec": load_settings(wildcards.model),
         "max_new_tokens": config["evaluate"]["max_new_tokens"][wildcards.task],
         "batch_size": config["evaluate"]["batch_size"],
         "vllm": {k: config["generation"]["vllm"][k] for k in ("gpu_memory_utilization", "enforce_eager")},

@@ -6,12 +6,11 @@
 
 def train_settings_params(wildcards):
     """The config slice a training run depends on (and nothing else)."""
-    spec = model_spec(wildcards.model)
     return {
         "train": dict(config["train"]),
         "seed": config["study"]["seed"],
         # The load_model settings of the model (RoPE theta, context budget, dtype, attention).
-        "model_spec": {k: spec.get(k) for k in ("dtype", "attn_implementation", "rope_theta", "context_tokens")},
+        "model_spec": load_settings(wildcards.model),
     }
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from synthctx.causal.settings import PatchingSettings
 from synthctx.causal.head_sets import knockout_random_heads, patch_head_sets, ranked_heads, top_k_heads
 from synthctx.causal.stats import paired_bootstrap
 from synthctx.schema import ArtifactError, read_metadata, read_table, write_table
@@ -188,6 +190,13 @@ RANKING = 2
 SETTINGS = {"dtype": "float32", "attn_implementation": "sdpa", "rope_theta": None, "context_tokens": 1024}
 
 
+def knockout_settings(**values):
+    """KnockoutSettings of the tiny study: single-example decoding, retrieval heads, positive ones only."""
+    from synthctx.causal.settings import KnockoutSettings
+
+    return KnockoutSettings(**{"batch_size": 1, "head_kind": "retrieval", "positive_heads_only": True, **values})
+
+
 @pytest.mark.parametrize("operator", ["uniform", "mean"])
 def test_run_knockout_end_to_end(tiny_study, operator):
     from synthctx.causal.experiments import run_knockout
@@ -195,9 +204,9 @@ def test_run_knockout_end_to_end(tiny_study, operator):
     out = tiny_study["root"] / f"knockout_{operator}.parquet"
     kwargs = dict(model_dir=tiny_study["model_dir"], settings=SETTINGS, adapter_dir=str(tiny_study["adapters"]["high_low"]),
                   eval_path=tiny_study["eval"], head_scores_path=str(tiny_study["scores"]["high_low"]),
-                  out_path=str(out), model_name="tiny", task="mdqa", condition="high_low", top_k=2,
-                  random_exclude_top=4, random_draws=2, operator=operator, ranking_examples=RANKING, examples=2,
-                  max_new_tokens=3, seed=9)
+                  out_path=str(out), model_name="tiny", task="mdqa", condition="high_low",
+                  knockout=knockout_settings(top_k=2, random_exclude_top=4, random_draws=2, operator=operator,
+                                             ranking_examples=RANKING, examples=2, max_new_tokens=3, seed=9))
     frame = run_knockout(**kwargs)
     table = read_table(out, "intervention_predictions")
     assert len(table) == 2 * (1 + 1 + 2)
@@ -226,8 +235,9 @@ def test_run_patching_end_to_end(tiny_study):
                  recipient_adapter=str(tiny_study["adapters"]["high_low"]), eval_path=tiny_study["eval"],
                  donor_scores_path=str(tiny_study["scores"]["real_full"]),
                  recipient_scores_path=str(tiny_study["scores"]["high_low"]), out_path=str(out), model_name="tiny",
-                 task="mdqa", recipient="high_low", top_k=3, ranking_examples=RANKING, examples=3, max_new_tokens=3,
-                 seed=9)
+                 task="mdqa", recipient="high_low",
+                 patching=PatchingSettings(top_k=3, ranking_examples=RANKING, examples=3, max_new_tokens=3, seed=9,
+                                           batch_size=1, head_kind="retrieval", positive_heads_only=True))
     table = read_table(out, "intervention_predictions")
     assert set(table["example_id"]) == {"ex2", "ex3", "ex4"}
     meta = read_metadata(out)
@@ -295,13 +305,15 @@ def test_knockout_refuses_heads_ranked_on_its_examples(tiny_study, tmp_path):
     out = tmp_path / "knockout.parquet"
     kwargs = dict(model_dir=tiny_study["model_dir"], settings=SETTINGS, adapter_dir=None, eval_path=tiny_study["eval"],
                   head_scores_path=str(overlapping), out_path=str(out), model_name="tiny", task="mdqa",
-                  condition="nonft", top_k=2, random_exclude_top=4, random_draws=1, operator="uniform",
-                  ranking_examples=RANKING, examples=2, max_new_tokens=2, seed=9)
+                  condition="nonft", knockout=knockout_settings(top_k=2, random_exclude_top=4, random_draws=1,
+                                                                operator="uniform", ranking_examples=RANKING,
+                                                                examples=2, max_new_tokens=2, seed=9))
     with pytest.raises(ValueError, match=r"ranked on example ids \['ex2', 'ex3'\]"):
         run_knockout(**kwargs)
     # the built split holds 5 examples: 2 ranking + 4 causal do not fit
     with pytest.raises(ValueError, match=r"2 \+ 4 = 6 > 5"):
-        run_knockout(**{**kwargs, "head_scores_path": str(tiny_study["scores"]["high_low"]), "examples": 4})
+        run_knockout(**{**kwargs, "head_scores_path": str(tiny_study["scores"]["high_low"]),
+                        "knockout": replace(kwargs["knockout"], examples=4)})
     assert not out.exists()
 
 

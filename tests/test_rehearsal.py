@@ -278,24 +278,32 @@ def test_zero_score_heads_fill_the_sets_only_when_asked(tiny_llama_dir, tmp_path
     rows = [{"model": "m", "task": "mdqa", "condition": c, "head_kind": "retrieval", "layer": layer, "head": head,
              "score": 0.0, "n_examples": 1, "n_seen": 1} for c in ("x",) for layer in range(2) for head in range(4)]
     write_table(pd.DataFrame(rows), tmp_path / "scores.parquet", "head_scores")
+    from dataclasses import replace
+
+    from synthctx.causal.settings import KnockoutSettings, PatchingSettings
+
     common = dict(model_dir=str(tiny_llama_dir), settings={"dtype": "float32"}, eval_path=str(tmp_path / "eval.parquet"),
-                  model_name="m", task="mdqa", ranking_examples=1, examples=1, max_new_tokens=2, seed=1)
-    knockout = dict(common, adapter_dir=None, head_scores_path=str(tmp_path / "scores.parquet"), condition="x", top_k=2,
-                    random_exclude_top=4, random_draws=1, operator="uniform")
+                  model_name="m", task="mdqa")
+    run = dict(top_k=2, ranking_examples=1, examples=1, max_new_tokens=2, seed=1, batch_size=1, head_kind="retrieval",
+               positive_heads_only=True)
+    ko = KnockoutSettings(**run, random_exclude_top=4, random_draws=1, operator="uniform")
+    knockout = dict(common, adapter_dir=None, head_scores_path=str(tmp_path / "scores.parquet"), condition="x")
+    patch = PatchingSettings(**run)
     patching = dict(common, donor_adapter=None, recipient_adapter=None, donor_scores_path=str(tmp_path / "scores.parquet"),
-                    recipient_scores_path=str(tmp_path / "scores.parquet"), recipient="x", top_k=2)
+                    recipient_scores_path=str(tmp_path / "scores.parquet"), recipient="x")
 
     def heads_of(frame, intervention):
         return json.loads(frame[frame["intervention"] == intervention]["heads"].iloc[0])
 
-    study = run_knockout(**knockout, out_path=str(tmp_path / "k1.parquet"))
+    study = run_knockout(**knockout, knockout=ko, out_path=str(tmp_path / "k1.parquet"))
     assert heads_of(study, "knockout_topk") == [] and heads_of(study, "knockout_random") == []
-    rehearsal = run_knockout(**knockout, out_path=str(tmp_path / "k2.parquet"), positive_heads_only=False)
+    rehearsal = run_knockout(**knockout, knockout=replace(ko, positive_heads_only=False), out_path=str(tmp_path / "k2.parquet"))
     assert heads_of(rehearsal, "knockout_topk") == [[0, 0], [0, 1]]
     assert len(heads_of(rehearsal, "knockout_random")) == 2
-    study = run_patching(**patching, out_path=str(tmp_path / "p1.parquet"))
+    study = run_patching(**patching, patching=patch, out_path=str(tmp_path / "p1.parquet"))
     assert all(heads_of(study, f"patch_{s}") == [] for s in ("intersection", "complement", "random"))
-    rehearsal = run_patching(**patching, out_path=str(tmp_path / "p2.parquet"), positive_heads_only=False)
+    rehearsal = run_patching(**patching, patching=replace(patch, positive_heads_only=False),
+                             out_path=str(tmp_path / "p2.parquet"))
     assert heads_of(rehearsal, "patch_intersection") == [[0, 0], [0, 1]]
     assert heads_of(rehearsal, "patch_complement") == [] and len(heads_of(rehearsal, "patch_random")) == 2
 

@@ -83,7 +83,9 @@ def test_builtin_tasks_are_registered_in_order():
 
 def test_default_real_data_unchanged_by_the_registries(shared_data, smollm_tokenizer):
     """The default config's real data (every task) hashes as on the commit before the registries
-    (tests/fixtures/real_data_hashes.json): same eval examples, prompts, targets, stats."""
+    (tests/fixtures/real_data_hashes.json): same eval examples, prompts, targets. The stats hashes
+    were renewed once, when the one dataset_stats (synthctx.data.stats) added the gold_position_*
+    rows to the real sets (every earlier row unchanged)."""
     from synthctx.data.build import build_real_data
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())

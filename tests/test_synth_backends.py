@@ -106,14 +106,14 @@ def test_vllm_backend_mocked(fake_vllm):
 def test_pool_through_mocked_vllm_records_rejects(fake_vllm, tmp_path):
     # "reply N" satisfies nothing: every item is retried once, then kept as a counted reject.
     backend = VLLMBackend("m")
-    frame, stats = generate_pool("mdqa", backend, GenerationParams(seed=1), 6, tmp_path, "m", attempts=2)
+    frame, stats = generate_pool("mdqa", backend, GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=1), 6, tmp_path, "m", attempts=2)
     assert (frame["status"] == "reject:too_short").all() and stats["reject:too_short"] == 6
     assert len(fake_vllm.instances[0].calls) == 2  # one batch per attempt, both kinds together
 
 
 def test_pool_mixed_kinds_one_batch(fake_vllm, tmp_path):
     backend = VLLMBackend("m")
-    generate_pool("summhay", backend, GenerationParams(max_new_tokens=150, seed=1), 20, tmp_path, "m", attempts=1)
+    generate_pool("summhay", backend, GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=150, seed=1), 20, tmp_path, "m", attempts=1)
     (messages, sampling), = fake_vllm.instances[0].calls
     by_kind = {}
     for msg, s in zip(messages, sampling):
@@ -133,7 +133,7 @@ def test_pool_resumes_after_interruption(tmp_path):
                 raise KeyboardInterrupt
             return super().generate(prompts, params, request_ids)
 
-    params = GenerationParams(seed=2)
+    params = GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=2)
     reference, _ = generate_pool("mdqa", FakeBackend(), params, 20, tmp_path / "ref", "fake", batch_size=4)
     with pytest.raises(KeyboardInterrupt):
         generate_pool("mdqa", Interrupted(), params, 20, tmp_path / "run", "fake", batch_size=4)
@@ -145,7 +145,7 @@ def test_pool_resumes_after_interruption(tmp_path):
     assert stats["resumed"] == finished and resumed_backend.calls == 20 - finished
     assert frame.equals(reference)
     # Changed settings invalidate the shard instead of mixing two configurations.
-    _, stats = generate_pool("mdqa", FakeBackend(), GenerationParams(seed=3), 20, tmp_path / "run", "fake")
+    _, stats = generate_pool("mdqa", FakeBackend(), GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=3), 20, tmp_path / "run", "fake")
     assert stats["resumed"] == 0
 
 
@@ -173,7 +173,7 @@ def test_hf_backend_embedded_model(smollm_dir):
     again = backend.generate(prompts, params, request_ids=["p1", "p2"])
     assert first == again and len(first) == 2 and all(isinstance(t, str) and t.strip() for t in first)
     assert 0 < backend.last_output_tokens <= 16
-    greedy = backend.generate(["Name a colour."], GenerationParams(temperature=0, max_new_tokens=6))
+    greedy = backend.generate(["Name a colour."], GenerationParams(temperature=0, top_p=0.95, max_new_tokens=6, seed=0))
     assert greedy[0].strip()
     info = backend.info()
     assert info["backend"] == "hf" and info["backend_version"]

@@ -72,7 +72,7 @@ class CopyingBackend(FakeBackend):
 
 def test_pool_counts_copies_and_resumes_only_under_the_same_bound(tmp_path):
     def run(bound):
-        return generate_pool("summhay", CopyingBackend(), GenerationParams(seed=4), 40, tmp_path, "fake",
+        return generate_pool("summhay", CopyingBackend(), GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=4), 40, tmp_path, "fake",
                              haystack_documents=10, max_template_overlap=bound)
 
     accepted, stats = run(1.0)

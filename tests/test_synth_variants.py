@@ -31,7 +31,7 @@ ALWAYS_FAIL = {"mdqa-needle003", "musique-chain001-hop2", "summhay-topic0-costs-
 def pools(tmp_path_factory):
     out = {}
     for task in DOCS:
-        frame, _ = generate_pool(task, FakeBackend(fail_every=7, fail_items=ALWAYS_FAIL), GenerationParams(seed=SEED), 36,
+        frame, _ = generate_pool(task, FakeBackend(fail_every=7, fail_items=ALWAYS_FAIL), GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=SEED), 36,
                                  tmp_path_factory.mktemp(f"partial-{task}"), "fake")
         out[task] = frame
     return out
@@ -65,7 +65,7 @@ def test_counts_schema_and_budget(built, smollm_tokenizer):
             assert prompt_length(ex, smollm_tokenizer) <= BUDGET
             assert ex["meta"]["token_length"] == prompt_length(ex, smollm_tokenizer)
         s = stats_dict(stats)
-        assert s["examples"] == N and s["tokens_max"] <= BUDGET
+        assert s["examples"] == N and s["prompt_tokens_max"] <= BUDGET
         assert s["candidates"] == N + s["rejects"]
 
 
@@ -195,8 +195,8 @@ def test_same_seed_identical_parquet(pools, smollm_tokenizer, tmp_path):
 
 
 def test_pool_same_seed_identical(tmp_path):
-    f1, _ = generate_pool("summhay", FakeBackend(), GenerationParams(seed=3), 20, tmp_path / "p1", "fake")
-    f2, _ = generate_pool("summhay", FakeBackend(), GenerationParams(seed=3), 20, tmp_path / "p2", "fake")
+    f1, _ = generate_pool("summhay", FakeBackend(), GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=3), 20, tmp_path / "p1", "fake")
+    f2, _ = generate_pool("summhay", FakeBackend(), GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=3), 20, tmp_path / "p2", "fake")
     pd.testing.assert_frame_equal(f1, f2)
 
 
@@ -290,7 +290,7 @@ def test_build_variant_files(pools, smollm_dir, tmp_path):
                         "smollm2-135m", SEED, 3, BUDGET, {"num_documents": 5, "max_gold_documents": 2})
     assert len(read_examples(str(ex_path))) == 3
     stats = read_table(st_path, "dataset_stats")
-    assert set(stats["condition"]) == {"low_high"} and "tokens_mean" in set(stats["stat"])
+    assert set(stats["condition"]) == {"low_high"} and "prompt_tokens_mean" in set(stats["stat"])
 
 
 def test_helpers():
@@ -332,7 +332,7 @@ def test_summhay_topics_hold_a_haystack_of_news():
 
 @pytest.mark.parametrize("haystack_documents", [None, 20])
 def test_summhay_diverse_haystacks_need_topic_sized_pools(smollm_tokenizer, tmp_path, haystack_documents):
-    pool, _ = generate_pool("summhay", FakeBackend(), GenerationParams(seed=SEED), 160, tmp_path, "fake",
+    pool, _ = generate_pool("summhay", FakeBackend(), GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=SEED), 160, tmp_path, "fake",
                             haystack_documents=haystack_documents)
     if haystack_documents is None:  # 10 topics of 8 news each: no 20-document haystack
         with pytest.raises(ArtifactError, match="pool_too_small"):

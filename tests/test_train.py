@@ -59,8 +59,8 @@ def tiny_model_dir(tmp_path_factory, smollm_tokenizer):
 SPEC = {"dtype": "float32", "attn_implementation": "sdpa", "rope_theta": None, "context_tokens": 1024}
 SETTINGS = TrainSettings(
     method="lora", lora={"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-    learning_rate=5e-3, epochs=2, batch_size=1, gradient_accumulation=2, warmup_ratio=0.25,
-    checkpoint_every=1, gradient_checkpointing=False,
+    learning_rate=5e-3, epochs=2, batch_size=1, gradient_accumulation=2, warmup_ratio=0.25, weight_decay=0.0,
+    max_grad_norm=1.0, checkpoint_every=1, gradient_checkpointing=False,
 )
 
 

@@ -179,8 +179,9 @@ def check_config(config: Mapping[str, Any]) -> None:
     """What the JSON schema cannot check because it depends on the registries: the study's tasks
     are registered (after importing ``study.task_modules``), each has its ``raw_data.<task>`` and
     ``data.<task>`` sections valid against the task's own schema fragment, a section names a
-    registered task, per-task mappings name study tasks, and the study's conditions are known
-    (unknown ones are registered with their name as label). Raises ValueError naming the key."""
+    registered task, per-task mappings name study tasks, the study's conditions are known
+    (unknown ones are registered with their name as label), and no model's ``context_tokens``
+    exceeds its ``native_context`` without a ``rope_theta``. Raises ValueError naming the key."""
     import jsonschema
 
     from synthctx.tasks import load_task_modules
@@ -222,6 +223,13 @@ def check_config(config: Mapping[str, Any]) -> None:
             for task in tasks:
                 if task not in value:
                     error(f"{section}.{key}.{task}", f"missing: task {task!r} is in study.tasks")
+    for name, spec in (config.get("models") or {}).items():
+        # Positions beyond the trained window are only meaningful with a raised RoPE base (the
+        # study's setting, STUDY.md); without one the model would silently run out of range.
+        native, budget = spec.get("native_context"), spec.get("context_tokens")
+        if native and budget and budget > native and not spec.get("rope_theta"):
+            error(f"models.{name}.context_tokens", f"{budget} exceeds native_context {native}: set "
+                                                   f"models.{name}.rope_theta (the raised RoPE base) or lower it")
     register_from_config(config)
     for key in ("knockout_conditions", "patch_conditions"):
         for name in (config.get("causal") or {}).get(key) or []:

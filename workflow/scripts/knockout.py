@@ -11,6 +11,7 @@ Feeds:   Figure 4 (rule figure4).
 from pathlib import Path
 
 from synthctx.causal.experiments import run_knockout
+from synthctx.causal.settings import KnockoutSettings
 from synthctx.logging_utils import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
@@ -25,17 +26,7 @@ run_knockout(
     model_name=sm.wildcards.model,
     task=sm.wildcards.task,
     condition=sm.wildcards.condition,
-    top_k=sm.params.top_k,
-    random_exclude_top=sm.params.random_exclude_top,
-    random_draws=sm.params.random_draws,
-    operator=sm.params.operator,
-    ranking_examples=sm.params.ranking_examples,
-    examples=sm.params.examples,
-    batch_size=sm.params.batch_size,
-    max_new_tokens=sm.params.max_new_tokens,
-    seed=sm.params.seed,
-    head_kind=sm.params.head_kind,
-    positive_heads_only=sm.params.positive_heads_only,
+    knockout=KnockoutSettings.from_params(sm.params.knockout),
     log_path=sm.log[0],
     threads=sm.threads,
 )

@@ -11,6 +11,7 @@ Feeds:   Table 3 (rule table3).
 from pathlib import Path
 
 from synthctx.causal.experiments import run_patching
+from synthctx.causal.settings import PatchingSettings
 from synthctx.logging_utils import setup_logging
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
@@ -27,14 +28,7 @@ run_patching(
     model_name=sm.wildcards.model,
     task=sm.wildcards.task,
     recipient=sm.wildcards.synthetic,
-    top_k=sm.params.top_k,
-    ranking_examples=sm.params.ranking_examples,
-    examples=sm.params.examples,
-    batch_size=sm.params.batch_size,
-    max_new_tokens=sm.params.max_new_tokens,
-    seed=sm.params.seed,
-    head_kind=sm.params.head_kind,
-    positive_heads_only=sm.params.positive_heads_only,
+    patching=PatchingSettings.from_params(sm.params.patching),
     log_path=sm.log[0],
     threads=sm.threads,
 )

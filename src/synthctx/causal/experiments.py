@@ -32,6 +32,7 @@ from synthctx.causal.eval_split import causal_split, check_heads_disjoint
 from synthctx.causal.head_sets import PATCH_SETS, knockout_random_heads, patch_head_sets, positive_ranking, ranked_heads
 from synthctx.causal.interventions import Head, head_geometry, head_output_means, mask_heads
 from synthctx.causal.patching import patched_greedy_decode, patched_greedy_decode_batch
+from synthctx.causal.settings import KnockoutSettings, PatchingSettings
 from synthctx.models.decoding import decode_in_groups
 from synthctx.models.loading import pad_token_id
 from synthctx.provenance import derived_seed, provenance
@@ -119,16 +120,17 @@ def _load(model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None):
 
 def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None, eval_path: str,
                  head_scores_path: str, out_path: str, model_name: str, task: str, condition: str,
-                 top_k: int, random_exclude_top: int, random_draws: int, operator: str, ranking_examples: int,
-                 examples: int, max_new_tokens: int, seed: int, head_kind: str = "retrieval", batch_size: int = 1,
-                 log_path: str | None = None, threads: int | None = None,
-                 positive_heads_only: bool = True) -> pd.DataFrame:
+                 knockout: KnockoutSettings, log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
     """Knockout of a model's own top-K retrieval heads vs random heads (Figure 4).
 
-    ``positive_heads_only`` false lets heads that never retrieved fill the top set (config
+    ``knockout.positive_heads_only`` false lets heads that never retrieved fill the top set (config
     ``causal.positive_heads_only``: rehearsals on random weights, whose heads never copy)."""
     from synthctx.models.loading import load_tokenizer
 
+    top_k, random_exclude_top, random_draws = knockout.top_k, knockout.random_exclude_top, knockout.random_draws
+    operator, ranking_examples, examples = knockout.operator, knockout.ranking_examples, knockout.examples
+    max_new_tokens, seed, head_kind = knockout.max_new_tokens, knockout.seed, knockout.head_kind
+    batch_size, positive_heads_only = knockout.batch_size, knockout.positive_heads_only
     _set_threads(threads)
     ranking_ids, exs = select_eval_examples(eval_path, ranking_examples, examples, task, [head_scores_path])
     tokenizer = load_tokenizer(model_dir)
@@ -180,13 +182,14 @@ def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: st
 def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: str | None,
                  recipient_adapter: str | None, eval_path: str, donor_scores_path: str,
                  recipient_scores_path: str, out_path: str, model_name: str, task: str, recipient: str,
-                 top_k: int, ranking_examples: int, examples: int, max_new_tokens: int, seed: int,
-                 head_kind: str = "retrieval", batch_size: int = 1, log_path: str | None = None,
-                 threads: int | None = None, positive_heads_only: bool = True) -> pd.DataFrame:
+                 patching: PatchingSettings, log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
     """Patch the Real (Full) model's heads into a synthetic-data model (Table 3); for
-    ``positive_heads_only`` see :func:`run_knockout`."""
+    ``patching.positive_heads_only`` see :func:`run_knockout`."""
     from synthctx.models.loading import load_tokenizer
 
+    top_k, ranking_examples, examples = patching.top_k, patching.ranking_examples, patching.examples
+    max_new_tokens, seed, head_kind = patching.max_new_tokens, patching.seed, patching.head_kind
+    batch_size, positive_heads_only = patching.batch_size, patching.positive_heads_only
     _set_threads(threads)
     ranking_ids, exs = select_eval_examples(eval_path, ranking_examples, examples, task,
                                             [donor_scores_path, recipient_scores_path])

@@ -21,8 +21,9 @@ import pandas as pd
 
 from synthctx.data import context, splits
 from synthctx.data.examples import examples_to_frame, validate_example
-from synthctx.data.prompts import char_spans_to_token_spans, encode_prompt, needle_char_spans, render_prompt
-from synthctx.schema import SCHEMAS, ArtifactError, write_table
+from synthctx.data.stats import dataset_stats as stats_frame
+from synthctx.data.stats import needle_depth  # noqa: F401 - also the stage's public name for it
+from synthctx.schema import ArtifactError, write_table
 from synthctx.tasks import get_task
 
 log = logging.getLogger("synthctx.data")
@@ -37,18 +38,6 @@ class RealData:
     real_limited: list[dict[str, Any]]
     counts: dict[str, float] = field(default_factory=dict)  # raw/candidate/dropped counts
     stats: pd.DataFrame | None = None
-
-
-def needle_depth(example: Mapping[str, Any], tokenizer) -> float | None:
-    """Mean relative token position (0 = prompt start, 1 = end) of the primary needles."""
-    rendered = render_prompt(example, tokenizer)
-    ids, offsets = encode_prompt(rendered, tokenizer)
-    spans = char_spans_to_token_spans(
-        needle_char_spans(example, rendered, [get_task(example["task"]).primary_needle]), offsets
-    )
-    if not spans or not ids:
-        return None
-    return sum(start for start, *_ in spans) / len(spans) / len(ids)
 
 
 def linked_split(task: str, candidates: Sequence[context.Candidate], *, seed: int, eval_examples: int,
@@ -173,28 +162,11 @@ def build_real_data(
     return data
 
 
-def _describe(values: Sequence[float], name: str) -> dict[str, float]:
-    if not values:
-        return {}
-    return {f"{name}_min": float(min(values)), f"{name}_mean": float(sum(values) / len(values)),
-            f"{name}_max": float(max(values))}
-
-
 def dataset_stats(data: RealData) -> pd.DataFrame:
-    """Rows (task, condition, stat, value): per set sizes, token lengths, needle depth; and counts."""
-    rows = []
-    for condition, examples in (("real", data.eval), ("real_full", data.real_full), ("real_limited", data.real_limited)):
-        stats: dict[str, float] = {"examples": float(len(examples))}
-        stats.update(_describe([ex["meta"]["prompt_tokens"] for ex in examples], "prompt_tokens"))
-        depths = [ex["meta"]["needle_depth"] for ex in examples if ex["meta"].get("needle_depth") is not None]
-        stats.update(_describe(depths, "needle_depth"))
-        stats.update(_describe([len(ex["documents"]) for ex in examples], "documents"))
-        stats.update(_describe([len(ex["gold_doc_ids"]) for ex in examples], "gold_documents"))
-        stats.update(_describe([len(ex["needles"]) for ex in examples], "needles"))
-        stats.update(get_task(data.task).set_stats(examples))
-        rows += [{"task": data.task, "condition": condition, "stat": k, "value": v} for k, v in stats.items()]
-    rows += [{"task": data.task, "condition": "all", "stat": k, "value": float(v)} for k, v in sorted(data.counts.items())]
-    return pd.DataFrame(rows, columns=SCHEMAS["dataset_stats"].names)
+    """Rows (task, condition, stat, value) of the eval and training sets, then the build counts
+    (condition ``all``): :func:`synthctx.data.stats.dataset_stats`, shared with the synthetic sets."""
+    return stats_frame(data.task, {"real": data.eval, "real_full": data.real_full, "real_limited": data.real_limited},
+                       dict(sorted(data.counts.items())), "all")
 
 
 def write_real_data(data: RealData, *, eval_path: str, full_path: str, limited_path: str, stats_path: str,

@@ -150,17 +150,19 @@ def vllm_engine_kwargs(model_dir: str, model_settings: Mapping[str, Any], max_mo
     return kwargs
 
 
+# The keys of a config ``models.<name>`` entry that change how a prepared model runs (the
+# load_model keyword arguments), listed once: the rules pass exactly these to every job that
+# loads the model (rules/common.smk load_settings), so a change re-runs those jobs.
+MODEL_SETTINGS_KEYS = ("dtype", "attn_implementation", "rope_theta", "context_tokens")
+
+
 def model_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The load_model keyword arguments of a config ``models.<name>`` entry.
+    """The load_model keyword arguments of a config ``models.<name>`` entry (its
+    :data:`MODEL_SETTINGS_KEYS`; a key the entry leaves out is None: the schema fills the defaults).
 
     Every key here must change HF and vLLM alike: tests/test_backend_parity.py checks each.
     """
-    return {
-        "dtype": spec.get("dtype", "float32"),
-        "attn_implementation": spec.get("attn_implementation", "sdpa"),
-        "rope_theta": spec.get("rope_theta"),
-        "context_tokens": spec.get("context_tokens"),
-    }
+    return {key: spec.get(key) for key in MODEL_SETTINGS_KEYS}
 
 
 # Tokens that end an assistant turn in common chat templates (SmolLM2/ChatML, Llama-3, Mistral,

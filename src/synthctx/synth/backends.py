@@ -36,11 +36,21 @@ Prompt = str | Messages
 
 @dataclass(frozen=True)
 class GenerationParams:
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 160
-    seed: int = 0
+    """Sampling of one request: config ``generation.{temperature, top_p, max_new_tokens}`` and a
+    seed; no defaults (they live in config.yaml: :meth:`from_config`)."""
+
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+    # the constrained-output schema of one document kind (not a config key)
     json_schema: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+
+    @classmethod
+    def from_config(cls, generation: Mapping[str, Any], seed: int) -> "GenerationParams":
+        """The sampling settings of the config ``generation:`` section."""
+        return cls(temperature=float(generation["temperature"]), top_p=float(generation["top_p"]),
+                   max_new_tokens=int(generation["max_new_tokens"]), seed=int(seed))
 
     def with_schema(self, schema: Mapping[str, Any] | None) -> "GenerationParams":
         return replace(self, json_schema=schema)

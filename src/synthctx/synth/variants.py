@@ -27,12 +27,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from synthctx.data.examples import make_example, validate_example
 from synthctx.data.prompts import citation_span_in_header, citation_target, prompt_length
 from synthctx.provenance import derived_seed
+from synthctx.data.stats import dataset_stats, needle_depth
 from synthctx.tasks import get_task
 from synthctx.schema import ArtifactError
 from synthctx.synth.entities import ORG_SUFFIXES, EntityGenerator, Fact, chain_question
@@ -71,7 +71,7 @@ class VariantSettings:
     examples: int
     context_tokens: int
     num_documents: int  # documents (MDQA, SummHay) or paragraphs (MuSiQue) per example
-    max_gold_documents: int = 2  # SummHay
+    max_gold_documents: int | None  # data.<task>.max_gold_documents (SummHay); None where the task has none
 
 
 @dataclass
@@ -171,7 +171,9 @@ class PoolView:
     needle_chains_all: list[list[dict[str, Any]]] = field(default_factory=list)  # valid articles per chain
 
     @classmethod
-    def from_frame(cls, pool: pd.DataFrame) -> "PoolView":
+    def from_frame(cls, pool: pd.DataFrame, chain_hops: int | None = None) -> "PoolView":
+        """The pool as the variants use it; ``chain_hops``: the chained task's hop count (a
+        chain is complete when it holds a valid article for each of hops 1..chain_hops)."""
         articles, needles, news, prose = [], [], {}, {}
         chains: dict[int, dict[int, dict[str, Any]]] = {}
         insights: dict[str, dict[str, Insight]] = {}
@@ -204,7 +206,8 @@ class PoolView:
                 news.setdefault(fields["topic_id"], []).append(rec)
             elif row["kind"] == "insight_prose":
                 prose[fields["insight"]["insight_id"]] = row["text"]
-        full_chains = [[c[h] for h in (1, 2, 3)] for _, c in sorted(chains.items()) if len(c) == 3]
+        hops = tuple(range(1, (chain_hops or 0) + 1))
+        full_chains = [[c[h] for h in hops] for _, c in sorted(chains.items()) if hops and tuple(sorted(c)) == hops]
         chain_articles = [[c[h] for h in sorted(c)] for _, c in sorted(chains.items())]
         lengths = [len(a["text"]) for a in articles] + [len(d["text"]) for docs in news.values() for d in docs]
         return cls(articles, needles, full_chains, news,
@@ -323,7 +326,18 @@ class MDQABuilder(Builder):
                      droppable=[i for i in range(len(texts)) if i != gold_pos], forbidden=[key, value])
 
 
+def hop_kinds(hops: int, last: str) -> list[str]:
+    """Needle kinds of a ``hops``-hop chain: hop1 .. hop{hops-1}, then ``last`` (the answer)."""
+    return [f"hop{h}" for h in range(1, hops)] + [last]
+
+
 class MuSiQueBuilder(Builder):
+    """Chained relations of the task's ``synthetic_hops`` hops (tasks/musique.py: 3, the paper's)."""
+
+    @property
+    def hops(self) -> int:
+        return int(get_task(self.s.task).synthetic_hops)
+
     def build(self, index, rng):
         s = self.s
         if s.variant == "symbolic":
@@ -331,18 +345,18 @@ class MuSiQueBuilder(Builder):
         if self.concept == "high":
             articles, facts = self.linked_articles(index, rng)
         else:
-            facts = self.entities.chain(3)
-            articles = [None, None, None]
+            facts = self.entities.chain(self.hops)
+            articles = [None] * self.hops
         forbidden = [facts[0].subject] + [f.object for f in facts]
         gold_docs, used = [], set()
         for fact, article in zip(facts, articles):
             doc, u = self.fact_document(rng, fact, article, forbidden)
             gold_docs.append(doc)
             used |= u
-        distractors = self.haystack(rng, max(0, s.num_documents - 3), exclude=used, forbidden=forbidden)
+        distractors = self.haystack(rng, max(0, s.num_documents - self.hops), exclude=used, forbidden=forbidden)
         docs, positions = self.place(rng, gold_docs, distractors)
         needles = []
-        for pos, fact, kind in zip(positions, facts, ("hop1", "hop2", "answer")):
+        for pos, fact, kind in zip(positions, facts, hop_kinds(self.hops, "answer")):
             needles += [(pos, a, b, kind) for a, b in occurrences(docs[pos]["text"], fact.object)]
         answer = facts[-1].object
         return Draft(docs, positions, needles, chain_question(facts), [answer], answer,
@@ -351,9 +365,9 @@ class MuSiQueBuilder(Builder):
                      droppable=[i for i in range(len(docs)) if i not in positions], forbidden=forbidden)
 
     def linked_articles(self, index: int, rng: random.Random):
-        """Three needle articles linked into a chain e1 -> e2 -> e3 -> e4.
+        """``hops`` needle articles linked into a chain e1 -> e2 -> ... (three: e1 -> e2 -> e3 -> e4).
 
-        A generated chain is used whole where all three of its articles passed validation;
+        A generated chain is used whole where all of its articles passed validation;
         otherwise (a small generator loses many) valid articles of any chain are linked by
         renaming: the subject of hop k+1 becomes the object of hop k, in the fact and in
         the article's text, so every hop is still stated verbatim in prose.
@@ -367,7 +381,7 @@ class MuSiQueBuilder(Builder):
             raise ArtifactError(f"{self.s.task}/{self.s.variant}: the pool has no valid needle article")
         first = rng.choice(singles)
         articles, facts = [dict(first)], [first["fact_obj"]]
-        for _ in range(2):
+        for _ in range(self.hops - 1):
             prev = facts[-1]
             options = [a for a in singles if a["fact_obj"].subject_kind == prev.object_kind
                        and a["pool_id"] not in {x["pool_id"] for x in articles}]
@@ -385,25 +399,34 @@ class MuSiQueBuilder(Builder):
 
     def build_symbolic(self, rng):
         used: set[str] = set()
-        chain = [random_symbol(rng, SYMBOL_KEY_LENGTH, used) for _ in range(4)]  # k1 -> k2 -> k3 -> value
-        n = max(3, self.s.num_documents)
+        hops = self.hops
+        # k1 -> k2 -> k3 -> value for three hops
+        chain = [random_symbol(rng, SYMBOL_KEY_LENGTH, used) for _ in range(hops + 1)]
+        n = max(hops, self.s.num_documents)
         docs = [[f"{random_symbol(rng, SYMBOL_KEY_LENGTH, used)}: {random_symbol(rng, SYMBOL_KEY_LENGTH, used)}"
                  for _ in range(SYMBOL_PAIRS_PER_DOCUMENT)] for _ in range(n)]
-        positions = rng.sample(range(n), 3)
+        positions = rng.sample(range(n), hops)
         for hop, pos in enumerate(positions):
             docs[pos].insert(rng.randint(0, len(docs[pos])), f"{chain[hop]}: {chain[hop + 1]}")
         texts = ["; ".join(p) for p in docs]
         needles = []
-        for hop, (pos, kind) in enumerate(zip(positions, ("hop1", "hop2", "value"))):
+        for hop, (pos, kind) in enumerate(zip(positions, hop_kinds(hops, "value"))):
             pair = f"{chain[hop]}: {chain[hop + 1]}"
             k0 = texts[pos].index(pair)
             v0 = k0 + len(chain[hop]) + 2
             needles += [(pos, k0, k0 + len(chain[hop]), "key"), (pos, v0, v0 + len(chain[hop + 1]), kind)]
-        question = (f"Look up key {chain[0]}, then look up the value you found as a key, and do this once more. "
-                    f"What is the final value?")
-        return Draft([{"title": "", "text": t} for t in texts], positions, needles, question, [chain[3]], chain[3],
+        question = f"Look up key {chain[0]}, then look up the value you found as a key{symbolic_repeats(hops)}. What is the final value?"
+        return Draft([{"title": "", "text": t} for t in texts], positions, needles, question, [chain[-1]], chain[-1],
                      meta={"chain": chain}, droppable=[i for i in range(n) if i not in positions],
                      forbidden=chain)
+
+
+def symbolic_repeats(hops: int) -> str:
+    """The symbolic chain question's count of lookups after the second (three hops: "once more")."""
+    more = hops - 2
+    if more <= 0:
+        return ""
+    return ", and do this " + {1: "once more", 2: "twice more"}.get(more, f"{more} more times")
 
 
 class SummHayBuilder(Builder):
@@ -493,12 +516,10 @@ def finalize(draft: Draft, settings: VariantSettings, example_id: str) -> dict[s
     needles = [{"doc_id": str(i + 1), "start": a, "end": b, "kind": k} for i, a, b, k in draft.needles]
     answers, target = get_task(settings.task).finalize_synthetic(draft, gold_ids, needles, draft.answers,
                                                                   draft.target)
-    first = next((n for n in needles if n["kind"] in ("answer", "value", "insight")), None)
-    depth = None
-    if first is not None:
-        depth = first["start"] / max(1, len(docs[int(first["doc_id"]) - 1]["text"]))
+    # meta.gold_positions: 0-based prompt positions, as in the real data (docs/DESIGN.md);
+    # meta.needle_depth is set once the example fits its budget (synthctx.data.stats.needle_depth).
     meta = {**draft.meta, "variant": settings.variant, "synthetic": True,
-            "gold_positions": [int(g) for g in gold_ids], "needle_depth": depth}
+            "gold_positions": [int(g) for g in draft.gold], "needle_depth": None}
     return make_example(example_id=example_id, task=settings.task, condition=settings.variant, split="train",
                         documents=docs, question=draft.question, answers=answers, target=target,
                         gold_doc_ids=gold_ids, needles=needles, meta=meta)
@@ -561,7 +582,7 @@ def fit_to_budget(draft: Draft, settings: VariantSettings, tokenizer, example_id
 
 
 def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: int, examples: int,
-                  context_tokens: int, num_documents: int, max_gold_documents: int = 2,
+                  context_tokens: int, num_documents: int, max_gold_documents: int | None = None,
                   progress: Callable[[int], None] | None = None) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """The ``examples`` training examples of one synthetic variant and its dataset_stats frame."""
     if variant not in VARIANTS:
@@ -570,10 +591,10 @@ def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: 
     spec = get_task(task)
     if variant not in spec.synthetic_variants:
         raise ValueError(f"task {task!r} has no synthetic variant {variant!r} (it supports {spec.synthetic_variants})")
-    builder = spec.variant_builder(settings, PoolView.from_frame(pool))
+    builder = spec.variant_builder(settings, PoolView.from_frame(pool, getattr(spec, "synthetic_hops", None)))
     rejects: Counter[str] = Counter()
     out: list[dict[str, Any]] = []
-    lengths, dropped_total, sources = [], 0, set()
+    dropped_total, sources = 0, set()
     candidate = 0
     while len(out) < examples and candidate < examples * MAX_CANDIDATES_PER_EXAMPLE:
         rng = random.Random(derived_seed(seed, "synth-variant", task, variant, candidate))
@@ -594,7 +615,8 @@ def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: 
         candidate += 1
         example["meta"]["token_length"] = tokens
         example["meta"]["distractors_dropped"] = dropped
-        lengths.append(tokens)
+        depth = needle_depth(example, tokenizer)
+        example["meta"]["needle_depth"] = None if depth is None else round(depth, 4)
         dropped_total += dropped
         src = example["meta"].get("needle_source") or example["meta"].get("insight_id")
         if src:
@@ -614,32 +636,9 @@ def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: 
             f"holds {sum(usable.values())} usable of {len(pool)} documents (usable by kind {usable}; rejected "
             f"{failed}); a pool this thin means the generator did not follow the document prompts (see the "
             f"pool job's log)")
-    stats = dataset_stats(task, variant, out, lengths, rejects, candidate, dropped_total, len(sources))
-    return out, stats
-
-
-def dataset_stats(task, variant, examples, lengths, rejects, candidates, dropped, distinct_sources) -> pd.DataFrame:
-    arr = np.asarray(lengths, dtype=float)
-    depths = [e["meta"]["needle_depth"] for e in examples if e["meta"].get("needle_depth") is not None]
-    positions = [p / max(1, len(e["documents"])) for e in examples for p in e["meta"]["gold_positions"]]
-    rows = {
-        "examples": len(examples),
-        "candidates": candidates,
-        "rejects": sum(rejects.values()),
-        "tokens_mean": float(arr.mean()),
-        "tokens_min": float(arr.min()),
-        "tokens_p50": float(np.median(arr)),
-        "tokens_max": float(arr.max()),
-        "documents_mean": float(np.mean([len(e["documents"]) for e in examples])),
-        "gold_documents_mean": float(np.mean([len(e["gold_doc_ids"]) for e in examples])),
-        "needle_depth_mean": float(np.mean(depths)) if depths else float("nan"),
-        "gold_position_mean": float(np.mean(positions)) if positions else float("nan"),
-        "distractors_dropped": dropped,
-        "distinct_needle_sources": distinct_sources,
-    }
-    for reason, count in sorted(rejects.items()):
-        rows[f"reject:{reason}"] = count
-    return pd.DataFrame([{"task": task, "condition": variant, "stat": k, "value": float(v)} for k, v in rows.items()])
+    counts = {"candidates": candidate, "rejects": sum(rejects.values()), "distractors_dropped": dropped_total,
+              "distinct_needle_sources": len(sources), **{f"reject:{r}": n for r, n in sorted(rejects.items())}}
+    return out, dataset_stats(task, {variant: out}, counts, variant)
 
 
 def build_variant_files(task: str, variant: str, pool_path: str, model_dir: str, examples_path: str,
@@ -664,7 +663,7 @@ def build_variant_files(task: str, variant: str, pool_path: str, model_dir: str,
     num_documents = int(task_data.get("num_paragraphs") or task_data.get("num_documents"))
     with tqdm(total=examples, desc=f"{task}/{variant}", file=progress_stream(log_path)) as bar:
         out, stats = build_variant(task, variant, pool, tokenizer, seed, examples, context_tokens, num_documents,
-                                   int(task_data.get("max_gold_documents", 2)), progress=bar.update)
+                                   task_data.get("max_gold_documents"), progress=bar.update)
     meta = provenance(seed=seed, model=model, task=task, condition=variant, split="train",
                       context_tokens=context_tokens, num_documents=num_documents, examples_requested=examples,
                       pool={k: pool_meta.get(k) for k in ("backend", "backend_version", "generator_model", "seed",

@@ -37,6 +37,9 @@ class SummHay(Task):
         "properties": {
             "eval_examples": {"type": "integer", "minimum": 1},
             "eval_haystacks": {"type": "integer", "minimum": 1},
+            # topic ids of the eval haystacks; null: the eval_haystacks with the smallest seeded hash
+            "eval_haystack_ids": {"type": ["array", "null"], "minItems": 1, "uniqueItems": True,
+                                  "items": {"type": "string"}},
             "num_documents": {"type": "integer", "minimum": 2},
             "max_gold_documents": {"type": "integer", "minimum": 1},
             "excerpt_sentences": {"type": "integer", "minimum": 1},
@@ -72,36 +75,42 @@ class SummHay(Task):
                 min_insight_match=float(task_config["min_insight_match"]),
                 tokenizer=tokenizer, context_tokens=context_tokens,
             )
-        return out, {}
+        return out, {"haystack_ids": [h.topic_id for h in haystacks], "files": list(raw_files)}
 
     def split(self, candidates, extra, *, task_config, seed, eval_examples, max_train_examples, build, dropped,
               update, counts):
-        """Split by haystack (every candidate's group is its haystack)."""
+        """Split by haystack (every candidate's group is its haystack): the haystacks of
+        ``eval_haystack_ids``, or (null) the ``eval_haystacks`` with the smallest seeded hash."""
         from synthctx.data import splits
         from synthctx.data.build import heldout_group_split
 
-        eval_groups = set(splits.heldout_groups([c.group for c in candidates], int(task_config["eval_haystacks"]),
+        eval_groups = set(eval_haystack_ids(task_config, extra["haystack_ids"], extra["files"]) or
+                          splits.heldout_groups([c.group for c in candidates], int(task_config["eval_haystacks"]),
                                                 seed))
         counts["eval_haystacks"] = len(eval_groups)
         return heldout_group_split(candidates, eval_groups, seed=seed, eval_examples=eval_examples,
                                    max_train_examples=max_train_examples, build=build, dropped=dropped, update=update)
 
     def real_counts(self, counts, dropped, task_config, insight_matches) -> None:
-        from synthctx.data.build import _describe
+        from synthctx.data.stats import describe
 
         minimum = float(task_config["min_insight_match"])
         counts["dropped_weak_insight_match"] = dropped.get("weak_insight_match", 0)
         counts["insight_documents_scored"] = len(insight_matches)
         counts["insight_documents_below_match"] = sum(1 for f in insight_matches if f < minimum)
-        counts.update(_describe(insight_matches, "insight_match_scored"))
+        counts.update(describe(insight_matches, "insight_match_scored"))
 
     def set_stats(self, examples) -> dict[str, float]:
         """How well the insight needles state their insight (best-sentence unigram F1)."""
-        from synthctx.data.build import _describe
+        from synthctx.data.stats import describe
 
+        # Real examples only: a synthetic insight needle is the insight itself (no F1 to report).
+        examples = [ex for ex in examples if "insight_f1" in ex["meta"]]
+        if not examples:
+            return {}
         stats: dict[str, float] = {}
         matches = [f for ex in examples for f in ex["meta"]["insight_f1"]]
-        stats.update(_describe(matches, "insight_match"))
+        stats.update(describe(matches, "insight_match"))
         for threshold in INSIGHT_MATCH_BANDS:
             stats[f"insight_match_share_below_{threshold}"] = (
                 sum(1 for f in matches if f < threshold) / len(matches) if matches else 0.0
@@ -166,6 +175,24 @@ class SummHay(Task):
         containing = {i for i, d in enumerate(draft.documents) if key in d["text"]}
         if containing != set(draft.gold) or kinds["insight"] != len(draft.gold):
             raise Reject("target_not_derivable")
+
+
+def eval_haystack_ids(task_config: Mapping[str, Any], loaded: Sequence[str], files: Sequence[str]) -> list[str] | None:
+    """The configured eval haystacks (``data.summhay.eval_haystack_ids``), checked against the
+    topic ids of the loaded haystacks; None when the key is null or absent (the seeded-hash choice)."""
+    from synthctx.schema import ArtifactError
+
+    chosen = task_config.get("eval_haystack_ids")
+    if chosen is None:
+        return None
+    unknown = [h for h in chosen if h not in set(loaded)]
+    if unknown:
+        raise ArtifactError(f"config data.summhay.eval_haystack_ids: {unknown} are not topic ids of the haystacks "
+                            f"in {list(files)} (their topic_id fields: {sorted(loaded)})")
+    if len(set(chosen)) >= len(set(loaded)):
+        raise ArtifactError(f"config data.summhay.eval_haystack_ids names all {len(set(loaded))} haystacks of "
+                            f"{list(files)}: no training haystack would remain")
+    return sorted(chosen)
 
 
 register_task(SummHay())

@@ -26,13 +26,14 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from synthctx.provenance import derived_seed, provenance
+from synthctx.settings import section_fields
 from synthctx.schema import ArtifactError, write_table
 
 log = logging.getLogger("synthctx.train")
@@ -43,21 +44,22 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """The config ``train:`` section (identical for every condition of a model)."""
+    """The config ``train:`` section (identical for every condition of a model).
 
-    method: str = "lora"  # lora | full
-    lora: Mapping[str, Any] = field(
-        default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-    )
-    learning_rate: float = 5e-4
-    epochs: int = 1
-    batch_size: int = 1
-    gradient_accumulation: int = 1
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    checkpoint_every: int = 0
-    gradient_checkpointing: Any = "auto"  # auto (GPU only) | True | False
+    No field has a default: the values live in config.yaml and the schema only, and
+    :meth:`from_config` is the one way from the config section to the settings."""
+
+    method: str  # lora | full
+    lora: Mapping[str, Any]  # r, alpha, dropout, target_modules
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    gradient_accumulation: int
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    checkpoint_every: int
+    gradient_checkpointing: Any  # auto (GPU only) | True | False
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "TrainSettings":
@@ -68,11 +70,7 @@ class TrainSettings:
                 "size Real (Full) with data.max_train_examples (Real (Limited) is data.limited_fraction of it) "
                 "and the synthetic sets with generation.examples_per_variant"
             )
-        known = set(cls.__dataclass_fields__)
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"config train: unknown keys {sorted(unknown)}")
-        return cls(**{k: v for k, v in cfg.items()})
+        return cls(**section_fields(cls, cfg, "train"))
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:16]
