@@ -183,3 +183,72 @@ def test_artifacts_are_written_with_the_umask(tmp_path):
     assert (tmp_path / "a.parquet").stat().st_mode & 0o777 == 0o666 & ~0o022
     assert (tmp_path / "b.parquet").stat().st_mode & 0o777 == 0o666 & ~0o007
     assert read_table(tmp_path / "b.parquet", "train_curve")["loss"].tolist() == [2.0]
+
+
+# --------------------------------------------------------------------------- 3. resumed synthetic pools
+
+
+def _engine_backend(backend: str, dtype: str, stop_after_calls: int | None = None):
+    """The fake LLM reporting the provenance of a real backend (as HFBackend/VLLMBackend.info do),
+    writing text that shows which settings wrote it, optionally interrupted after some calls."""
+    from fakes import FakeBackend
+
+    class Engine(FakeBackend):
+        def generate(self, prompts, params, request_ids=None):
+            if stop_after_calls is not None and self.calls >= stop_after_calls:
+                raise KeyboardInterrupt
+            return [f"{text} Written by {backend} in {dtype}." for text in super().generate(prompts, params, request_ids)]
+
+        def info(self):
+            return {"backend": backend, "backend_version": "1", "generator_model_dir": "none",
+                    "engine": {"dtype": dtype, "batch_size": 4}}
+
+    return Engine()
+
+
+def test_pool_fingerprint_covers_backend_dtype_and_prompts():
+    from synthctx.synth.backends import GenerationParams
+    from synthctx.synth.pool import plan_pool, settings_fingerprint
+
+    params = GenerationParams(seed=2)
+    plan = plan_pool("mdqa", 8, 2)
+
+    def fingerprint(backend="hf", dtype="float32", items=plan, attempts=2):
+        return settings_fingerprint("mdqa", 8, params, "m", engine=_engine_backend(backend, dtype).info(),
+                                    plan=items, attempts=attempts, batch_size=4)
+
+    base = fingerprint()
+    assert fingerprint() == base
+    assert fingerprint(backend="vllm") != base
+    assert fingerprint(dtype="bfloat16") != base
+    assert fingerprint(items=[{**plan[0], "prompt": "another template"}, *plan[1:]]) != base
+    assert fingerprint(attempts=3) != base
+
+
+def test_pool_fingerprint_follows_the_generator_files(tmp_path):
+    from synthctx.synth.pool import model_dir_identity
+
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    first = model_dir_identity(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"a": 2}')
+    assert model_dir_identity(str(tmp_path)) != first and model_dir_identity(None) == {}
+
+
+def test_resumed_pool_never_mixes_rows_of_another_dtype(tmp_path):
+    from synthctx.synth.backends import GenerationParams
+    from synthctx.synth.pool import generate_pool
+
+    params = GenerationParams(seed=2)
+    with pytest.raises(KeyboardInterrupt):
+        generate_pool("mdqa", _engine_backend("hf", "float32", stop_after_calls=8), params, 20, tmp_path, "m",
+                      batch_size=4)
+    assert len((tmp_path / "pool.jsonl").read_text().splitlines()) > 1  # some float32 rows were kept
+    frame, stats = generate_pool("mdqa", _engine_backend("hf", "bfloat16"), params, 20, tmp_path, "m", batch_size=4)
+    assert stats["resumed"] == 0
+    assert frame["text"].str.contains("in bfloat16").all() and not frame["text"].str.contains("float32").any()
+    # Same settings again: resumed, not regenerated.
+    with pytest.raises(KeyboardInterrupt):
+        generate_pool("mdqa", _engine_backend("hf", "bfloat16", stop_after_calls=8), params, 20, tmp_path / "b", "m",
+                      batch_size=4)
+    _, stats = generate_pool("mdqa", _engine_backend("hf", "bfloat16"), params, 20, tmp_path / "b", "m", batch_size=4)
+    assert stats["resumed"] > 0

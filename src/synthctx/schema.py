@@ -269,6 +269,3 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     raw = meta.get(b"synthctx.meta")
     return json.loads(raw) if raw else {}
 
-
-def empty_frame(kind: str) -> pd.DataFrame:
-    return SCHEMAS[kind].empty_table().to_pandas()
