@@ -252,3 +252,85 @@ def test_resumed_pool_never_mixes_rows_of_another_dtype(tmp_path):
                       batch_size=4)
     _, stats = generate_pool("mdqa", _engine_backend("hf", "bfloat16"), params, 20, tmp_path / "b", "m", batch_size=4)
     assert stats["resumed"] > 0
+
+
+# --------------------------------------------------------------------------- 4. raw-data errors
+
+
+def _mdqa_line(text: str = "Paris is the capital of France.") -> str:
+    import json
+
+    return json.dumps({"question": "capital of France?", "answers": ["Paris"],
+                       "ctxs": [{"title": "France", "text": text, "isgold": True, "hasanswer": True}]})
+
+
+def test_truncated_and_non_gzip_files_name_the_file(tmp_path):
+    import gzip
+
+    from synthctx.data.loaders import load_mdqa, load_summhay
+    from synthctx.schema import ArtifactError
+
+    good = gzip.compress((_mdqa_line() + "\n").encode() * 50)
+    truncated = tmp_path / "truncated.jsonl.gz"
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ArtifactError, match=rf"{truncated}: not a complete gzip file \(EOFError"):
+        load_mdqa(truncated)
+    plain = tmp_path / "plain.jsonl.gz"
+    plain.write_text(_mdqa_line() + "\n")
+    with pytest.raises(ArtifactError, match=rf"{plain}: not a complete gzip file \(BadGzipFile"):
+        load_mdqa(plain)
+    haystack = tmp_path / "topic_x.json.gz"
+    haystack.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(ArtifactError, match=str(haystack)):
+        load_summhay(haystack)
+
+
+def test_non_utf8_bytes_name_file_line_and_field(tmp_path):
+    import json
+
+    from synthctx.data.loaders import load_musique, load_mdqa, load_summhay
+    from synthctx.schema import ArtifactError
+
+    path = tmp_path / "latin1.jsonl"  # line 2 holds a Latin-1 byte
+    path.write_bytes((_mdqa_line() + "\n").encode() + _mdqa_line("Paris is the capital of FRANCE.").encode()
+                     .replace(b"FRANCE", b"Fran\xe7e") + b"\n")
+    with pytest.raises(ArtifactError, match=rf"{path}: line 2: field 'ctxs\[0\].text': byte \d+ .*not UTF-8"):
+        load_mdqa(path)
+    # One JSON document over many lines (SummHay): the line in the file and the field path.
+    doc = {"topic_id": "t", "subtopics": [], "documents": [{"document_text": "PLACEHOLDER", "insights_included": []}]}
+    haystack = tmp_path / "topic_y.json"
+    haystack.write_bytes(json.dumps(doc, indent=2).encode().replace(b"PLACEHOLDER", b"caf\xe9"))
+    with pytest.raises(ArtifactError, match=rf"{haystack}: line \d+: field 'documents\[0\].document_text'"):
+        load_summhay(haystack)
+    array = tmp_path / "musique.json"
+    array.write_bytes(b'[{"id": "2hop__1", "question": "Q\xff?"}]')
+    with pytest.raises(ArtifactError, match=rf"{array}: line 1: field '\[0\].question'"):
+        load_musique(array)
+
+
+def test_musique_record_without_supporting_paragraph_is_dropped_under_its_own_reason(tmp_path, caplog):
+    import json
+    import logging
+    from collections import Counter
+
+    from synthctx.data import splits
+    from synthctx.data.context import Candidate, build_musique
+    from synthctx.data.loaders import load_musique
+
+    record = {"id": "2hop__7_8", "question": "Where was Orla born?", "answer": "Wend", "answer_aliases": [],
+              "answerable": True,
+              "paragraphs": [{"idx": 0, "title": "Orla", "paragraph_text": "Orla was born in Wend.",
+                              "is_supporting": False}],
+              "question_decomposition": [{"id": 7, "question": "Orla >> birthplace", "answer": "Wend",
+                                          "paragraph_support_idx": None}]}
+    path = tmp_path / "musique.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    (rec,) = load_musique(path)
+    built = build_musique(rec, seed=1, num_paragraphs=4, pool=None, tokenizer=None, context_tokens=512)
+    assert built.example is None and built.reason == "no_supporting_paragraph"
+    dropped: Counter = Counter()
+    candidate = Candidate(rec.record_id, rec.record_id, lambda: built)
+    with caplog.at_level(logging.INFO, logger="synthctx.data"):
+        examples, _ = splits.take_buildable([candidate], None, lambda c: c.build(), dropped)
+    assert examples == [] and dropped == Counter({"no_supporting_paragraph": 1})
+    assert "dropped 2hop__7_8: no_supporting_paragraph" in caplog.text
