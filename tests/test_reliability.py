@@ -334,3 +334,69 @@ def test_musique_record_without_supporting_paragraph_is_dropped_under_its_own_re
         examples, _ = splits.take_buildable([candidate], None, lambda c: c.build(), dropped)
     assert examples == [] and dropped == Counter({"no_supporting_paragraph": 1})
     assert "dropped 2hop__7_8: no_supporting_paragraph" in caplog.text
+
+
+# --------------------------------------------------------------------------- 2. causal conditions
+
+
+def _merged(*layers: dict) -> dict:
+    import copy
+
+    out = copy.deepcopy(layers[0])
+
+    def merge(a, b):
+        for k, v in b.items():
+            if isinstance(v, dict) and isinstance(a.get(k), dict):
+                merge(a[k], v)
+            else:
+                a[k] = v
+
+    for layer in layers[1:]:
+        merge(out, layer)
+    return out
+
+
+def test_causal_conditions_outside_the_study_are_refused_naming_key_and_values():
+    from synthctx.config_checks import causal_conditions
+
+    config = _merged(default_config(), {"study": {"synthetic_conditions": ["low_low"], "real_conditions": ["real_full"]}})
+    with pytest.raises(ValueError, match=r"causal\.patch_conditions: \['symbolic'\] are not synthetic conditions"):
+        causal_conditions(config)
+    config["causal"].update(patch_conditions=["low_low"], knockout_conditions=["real_full", "high_high", "nonft"])
+    with pytest.raises(ValueError, match=r"causal\.knockout_conditions: \['high_high'\]"):
+        causal_conditions(config)
+    config["causal"]["knockout_conditions"] = ["real_full", "nonft"]
+    assert causal_conditions(config) == (["real_full", "nonft"], ["low_low"])
+    # Defaults (keys absent) follow the study; patching needs the Real (Full) donor.
+    del config["causal"]["knockout_conditions"], config["causal"]["patch_conditions"]
+    assert causal_conditions(config) == (["real_full", "low_low"], ["low_low"])
+    config["study"]["real_conditions"] = ["real_limited"]
+    with pytest.raises(ValueError, match="no real_full"):
+        causal_conditions(config)
+
+
+@pytest.mark.parametrize("layers", [["config/gpu-small.yaml"], ["config/paper.yaml"], ["config/paper-rehearsal.yaml"],
+                                    ["tests/configs/tiny.yaml"],
+                                    ["config/paper-rehearsal.yaml", "tests/configs/rehearsal-tiny.yaml"]])
+def test_shipped_and_test_configs_name_only_their_own_causal_conditions(layers):
+    from synthctx.config_checks import causal_conditions
+
+    config = _merged(yaml.safe_load((REPO / "config.yaml").read_text()),
+                     *[yaml.safe_load((REPO / layer).read_text()) for layer in layers])
+    knockout, patch = causal_conditions(config)
+    assert knockout and patch
+
+
+def test_end_to_end_config_parses():
+    from synthctx.config_checks import causal_conditions
+    from test_workflow_e2e import _tiny_config
+
+    assert causal_conditions(_tiny_config()) == (["real_full"], ["symbolic"])
+
+
+def test_workflow_refuses_a_study_whose_causal_conditions_it_does_not_train(tmp_path):
+    config = _merged(default_config(), {"study": {"synthetic_conditions": ["low_low"], "real_conditions": ["real_full"]}})
+    work = study_dir(tmp_path, config)
+    run = snakemake(work, "-n", "all")
+    assert run.returncode != 0
+    assert "causal.patch_conditions: ['symbolic'] are not synthetic conditions" in run.stdout + run.stderr
