@@ -400,3 +400,101 @@ def test_workflow_refuses_a_study_whose_causal_conditions_it_does_not_train(tmp_
     run = snakemake(work, "-n", "all")
     assert run.returncode != 0
     assert "causal.patch_conditions: ['symbolic'] are not synthetic conditions" in run.stdout + run.stderr
+
+
+# --------------------------------------------------------------------------- 8. downloads (local_dir null)
+
+
+def test_null_local_dir_downloads_exactly_the_files_the_loaders_read(tmp_path):
+    """A dry-run with raw_data.local_dir null: one download job per listed file, named as the data
+    rule reads it, every URL pinned to a commit (or the fixed MuSiQue release) and named like its file."""
+    import re
+
+    from slurm.workflow import dry_run_jobs
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["raw_data"]["local_dir"] = None
+    work = study_dir(tmp_path, config)
+    targets = [f"results/data/{MODEL}/{task}/eval.parquet" for task in ("mdqa", "musique", "summhay")]
+    run = snakemake(work, "-n", *targets)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    jobs = dry_run_jobs(run.stdout)
+    downloads = config["raw_data"]["downloads"]
+    files = {task: {f"resources/raw/{e['file']}" for e in downloads[task]} for task in ("mdqa", "musique", "summhay")}
+    assert {out for rule, out in jobs if rule == "download_raw_mdqa"} == files["mdqa"] == {
+        "resources/raw/mdqa/nq-open-20_total_documents_gold_at_0.jsonl.gz"}
+    assert {out for rule, out in jobs if rule == "download_raw_musique"} == files["musique"] == {
+        "resources/raw/musique/musique_ans_v1.0_train.jsonl", "resources/raw/musique/musique_ans_v1.0_dev.jsonl"}
+    assert {out for rule, out in jobs if rule == "download_raw_summhay"} == files["summhay"]
+    assert len(files["summhay"]) == 10
+    assert {out for rule, out in jobs if rule == "download_raw_musique_archive"} == {
+        "resources/raw/musique/musique_v1.0.zip"}
+    for task in ("mdqa", "summhay"):
+        for entry in downloads[task]:
+            assert entry["url"].endswith("/" + Path(entry["file"]).name)
+            assert re.search(r"/raw/[0-9a-f]{40}/", entry["url"]), entry["url"]  # a commit, not a branch
+    # The SummHay samples in ../shared/data are the upstream files of that commit: their pins.
+    pinned = {Path(e["file"]).name: e["sha256"] for e in downloads["summhay"] if e["sha256"]}
+    assert set(pinned) == {f"topic_news{i}.json" for i in range(1, 5)}
+    shared = REPO.parent / "shared" / "data" / "summhay"
+    for name, sha in pinned.items():
+        if (shared / name).exists():
+            assert hashlib.sha256((shared / name).read_bytes()).hexdigest() == sha
+
+
+def test_downloads_are_kept_only_when_their_sha256_checks_out(tmp_path):
+    from synthctx.data.download import fetch_verified
+
+    source = tmp_path / "upstream.json"
+    source.write_bytes(b'{"topic_id": "x"}')
+    url, right = source.as_uri(), hashlib.sha256(source.read_bytes()).hexdigest()
+    out = tmp_path / "raw" / "summhay" / "topic_x.json"
+    with pytest.raises(ValueError, match=f"sha256 {right} does not match raw_data.downloads.summhay\\[0\\].sha256"):
+        fetch_verified(url, out, "0" * 64, key="raw_data.downloads.summhay[0].sha256")
+    assert not out.exists() and not list(out.parent.iterdir())
+    with pytest.raises(ValueError, match=f"is not set.*It had sha256 {right}.*verify: false"):
+        fetch_verified(url, out, None, verify=True, key="raw_data.downloads.summhay[0].sha256")
+    assert not list(out.parent.iterdir())
+    fetch_verified(url, out, right)
+    assert out.read_bytes() == source.read_bytes()
+    out.unlink()
+    fetch_verified(url, out, None, verify=False)  # explicitly unverified
+    assert out.read_bytes() == source.read_bytes()
+    with pytest.raises(ValueError, match="does not match"):  # verify false never accepts a mismatch
+        fetch_verified(url, tmp_path / "other.json", "f" * 64, verify=False)
+
+
+def test_archive_member_is_extracted_by_base_name(tmp_path):
+    import zipfile
+
+    from synthctx.data.download import extract_member
+
+    archive = tmp_path / "musique_v1.0.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("data/musique_ans_v1.0_dev.jsonl", '{"id": "2hop__1"}\n')
+        zf.writestr("__MACOSX/data/musique_ans_v1.0_dev.jsonl", "junk")
+    out = extract_member(archive, "musique_ans_v1.0_dev.jsonl", tmp_path / "raw" / "musique_ans_v1.0_dev.jsonl")
+    assert out.read_text() == '{"id": "2hop__1"}\n'
+    with pytest.raises(FileNotFoundError, match="musique_ans_v1.0_test.jsonl"):
+        extract_member(archive, "musique_ans_v1.0_test.jsonl", tmp_path / "raw" / "x.jsonl")
+
+
+def test_download_rule_fetches_and_checks_through_snakemake(tmp_path):
+    fixture = REPO / "tests" / "fixtures" / "raw" / "summhay" / "topic_small1.json"
+    sha = hashlib.sha256(fixture.read_bytes()).hexdigest()
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["raw_data"]["local_dir"] = None
+    config["raw_data"]["downloads"]["summhay"] = [
+        {"file": "summhay/topic_small1.json", "url": fixture.as_uri(), "sha256": sha},
+        {"file": "summhay/topic_small2.json", "url": fixture.as_uri(), "sha256": "0" * 64},
+    ]
+    work = study_dir(tmp_path, config)
+    good = snakemake(work, "resources/raw/summhay/topic_small1.json")
+    assert good.returncode == 0, good.stderr[-3000:]
+    assert (work / "resources/raw/summhay/topic_small1.json").read_bytes() == fixture.read_bytes()
+    bad = snakemake(work, "resources/raw/summhay/topic_small2.json")
+    assert bad.returncode != 0
+    log = (work / "logs/download_raw/summhay/topic_small2.json.log").read_text()
+    assert "does not match raw_data.downloads.summhay[1].sha256" in log
+    assert not (work / "resources/raw/summhay/topic_small2.json").exists()
+    assert not (work / "resources/raw/summhay/topic_small2.json.part").exists()
