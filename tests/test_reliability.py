@@ -498,3 +498,21 @@ def test_download_rule_fetches_and_checks_through_snakemake(tmp_path):
     assert "does not match raw_data.downloads.summhay[1].sha256" in log
     assert not (work / "resources/raw/summhay/topic_small2.json").exists()
     assert not (work / "resources/raw/summhay/topic_small2.json.part").exists()
+
+
+# --------------------------------------------------------------------------- 9. no test doubles or dead code in the library
+
+
+def test_library_ships_no_test_doubles_or_dead_helpers():
+    import importlib.util
+
+    from synthctx import schema
+    from synthctx.heads import capture
+    from synthctx.synth import backends, variants
+
+    assert importlib.util.find_spec("synthctx.synth.fake") is None
+    assert importlib.util.find_spec("synthctx.causal.decoding") is None
+    with pytest.raises(ValueError, match="unknown generation backend 'fake'"):
+        backends.make_backend("fake", "unused")
+    assert not hasattr(capture, "best_base_implementation") and not hasattr(schema, "empty_frame")
+    assert not hasattr(variants.Builder, "source_count")

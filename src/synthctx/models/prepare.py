@@ -144,7 +144,8 @@ def mirror_local_model(src: Path, out_dir: Path) -> Path:
                         continue
                     except OSError:  # another file system, or links not allowed
                         pass
-                shutil.copy2(source_file, target)
+                # A fresh mtime (copy, not copy2): the jobs reading config.json re-run after a re-prepare.
+                shutil.copy(source_file, target)
         if out_dir.is_symlink():  # an earlier version's layout: drop the link only, never its target
             out_dir.unlink()
         elif out_dir.exists():
