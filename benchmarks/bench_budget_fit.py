@@ -12,15 +12,19 @@ seconds per example and the ratio (same run, same tokenizer).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from synthctx.data.prompts import prompt_length
 from synthctx.models.loading import load_tokenizer
 from synthctx.synth import variants
 from synthctx.synth.backends import GenerationParams
-from synthctx.synth.fake import FakeBackend
 from synthctx.synth.pool import generate_pool
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fakes import FakeBackend  # noqa: E402 - the tests' stand-in LLM (not part of the library)
 
 
 def fit_one_at_a_time(draft, settings, tokenizer, example_id):

@@ -35,7 +35,7 @@ HEADS = [(layer, layer % 3) for layer in range(2, 22, 2)]  # 10 heads, spread ov
 def main(argv=None):
     import torch
 
-    from synthctx.causal.decoding import greedy_decode, greedy_decode_batch
+    from synthctx.models.decoding import greedy_decode, greedy_decode_batch
     from synthctx.causal.interventions import mask_heads
     from synthctx.causal.patching import patched_greedy_decode, patched_greedy_decode_batch
     from synthctx.heads import capture

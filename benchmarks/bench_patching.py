@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from synthctx.causal.decoding import greedy_decode
+    from synthctx.models.decoding import greedy_decode
     from synthctx.causal.head_sets import random_heads
     from synthctx.causal.interventions import head_geometry, mask_heads
     from synthctx.causal.patching import patched_greedy_decode

@@ -27,7 +27,7 @@ Operations (each with the project's own functions; an out-of-memory error is rec
   on prompts of at most ``heads.niah.lengths`` tokens.
 - ``knockout``: ``synthctx.causal.interventions.mask_heads`` (``causal.knockout_operator``,
   ``causal.knockout_top_k`` heads spread over the layers) around
-  ``synthctx.causal.decoding.greedy_decode_batch``, as ``run_knockout`` decodes; ``causal.batch_size``
+  ``synthctx.models.decoding.greedy_decode_batch``, as ``run_knockout`` decodes; ``causal.batch_size``
   prompts, ``evaluate.max_new_tokens.mdqa`` new tokens.
 - ``patching``: donor and recipient on the device at once,
   ``synthctx.causal.patching.patched_greedy_decode_batch`` with ``causal.patch_top_k`` heads over
@@ -372,7 +372,7 @@ class Probe:
         return spread_heads(geometry.num_layers, geometry.num_heads, count)
 
     def op_knockout(self, name: str, model, tokenizer) -> None:
-        from synthctx.causal.decoding import greedy_decode, greedy_decode_batch
+        from synthctx.models.decoding import greedy_decode, greedy_decode_batch
         from synthctx.causal.interventions import mask_heads
         from synthctx.models.decoding import decode_in_groups
 

@@ -5,9 +5,11 @@
 CAUSAL = config["causal"]
 # Models whose own heads are knocked out (default: the real-data model and every synthetic one),
 # and synthetic models that receive the real-data model's heads by patching (default: all).
-# Conditions outside the study (study.*_conditions) are dropped, so a study subset stays valid.
-KNOCKOUT_CONDITIONS = [c for c in CAUSAL.get("knockout_conditions", ["real_full"] + SYNTHETIC) if c in CONDITIONS]
-PATCH_CONDITIONS = [c for c in CAUSAL.get("patch_conditions", SYNTHETIC) if c in SYNTHETIC]
+# A named condition outside the study (study.*_conditions) is refused here, naming the key.
+from synthctx.config_checks import causal_conditions
+
+KNOCKOUT_CONDITIONS, PATCH_CONDITIONS = causal_conditions(config)
+
 from synthctx.causal.eval_split import split_error, task_examples
 from synthctx.causal.settings import KnockoutSettings, PatchingSettings
 

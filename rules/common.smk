@@ -35,7 +35,8 @@ if config["generation"]["generator_model"] not in config["models"]:
     _config_error("generation.generator_model", f"unknown model {config['generation']['generator_model']!r}")
 for _name, _spec in config["models"].items():
     _kind = _spec["source"]["kind"]
-    _needs = {"embedded_wheel": ["package", "version", "gguf_file"], "hub": ["hub_id"], "local": ["path"],
+    _needs = {"embedded_wheel": ["package", "version", "gguf_file", "sha256", "gguf_sha256"],
+              "hub": ["hub_id", "revision"], "local": ["path"],
               "random_init": ["architecture", "config", "tokenizer_from", "seed"]}[_kind]
     for _field in _needs:
         if _field not in _spec["source"]:

@@ -2,15 +2,61 @@
 # to each model's context budget (eval split, Real (Full), Real (Limited), stats).
 # Raw files come from raw_data.local_dir, or from the download rules below when it is null.
 
-# Where each dataset's original files are published (used only when raw_data.local_dir is null).
-LITM_RAW = "https://github.com/nelson-liu/lost-in-the-middle/raw/HEAD/qa_data"
-SUMMHAY_RAW = "https://github.com/salesforce/summary-of-a-haystack/raw/HEAD/data"
-MUSIQUE_DRIVE_ID = "1tGdADlNjWFaHLeZZGShh2IRcpO6Lv24h"
+# With raw_data.local_dir null the study reads the files raw_data.downloads lists (each pinned to
+# a commit or release and checked against its sha256), fetched by the download rules below.
+# (A config that replaces raw_data whole and reads local files may leave downloads out.)
+DOWNLOADS = config["raw_data"].get("downloads") or {"verify": True, "archives": {}}
 
 
 def raw_files(task):
-    """The raw files of a task, relative to the raw data folder (config raw_data)."""
+    """The raw files of a task, relative to the raw data folder: the task module's names under
+    raw_data.<task> in raw_data.local_dir, or (local_dir null) the files raw_data.downloads.<task> fetches."""
+    if not config["raw_data"]["local_dir"]:
+        return [entry["file"] for entry in DOWNLOADS.get(task, [])]
     return get_task(task).raw_files(config["raw_data"][task])
+
+
+def download_entry(task, file):
+    """(index, entry) of raw_data.downloads.<task> that fetches ``file`` (a rule output name)."""
+    for index, entry in enumerate(DOWNLOADS.get(task, [])):
+        if entry["file"] == file:
+            return index, entry
+    raise ValueError(f"raw_data.downloads.{task}: no entry for {file}")
+
+
+def download_params(task, kind="file"):
+    """Params of a download job: the entry's URL, sha256 (and its config key) or archive member."""
+
+    def params(wildcards):
+        if kind == "archive":
+            entry, key = DOWNLOADS["archives"][wildcards.archive], f"raw_data.downloads.archives.{wildcards.archive}"
+            return {"url": entry["url"], "sha256": entry.get("sha256"), "key": f"{key}.sha256", "member": ""}
+        index, entry = download_entry(task, f"{task}/{wildcards.name}")
+        if entry.get("archive"):
+            return {"url": "", "sha256": None, "key": "", "member": Path(entry["file"]).name}
+        return {"url": entry["url"], "sha256": entry.get("sha256"), "member": "",
+                "key": f"raw_data.downloads.{task}[{index}].sha256"}
+
+    return params
+
+
+def download_names(task):
+    """Wildcard constraint: exactly the file names raw_data.downloads.<task> lists."""
+    names = [re.escape(Path(e["file"]).name) for e in DOWNLOADS.get(task, [])]
+    return "|".join(names) if names else "(?!)"
+
+
+for _task in TASKS if DOWNLOADS else ():
+    if not config["raw_data"]["local_dir"] and not DOWNLOADS.get(_task):
+        _config_error(f"raw_data.downloads.{_task}", "raw_data.local_dir is null but no file to download is listed")
+    for _index, _entry in enumerate(DOWNLOADS.get(_task) or []):
+        _where = f"raw_data.downloads.{_task}[{_index}]"
+        if not _entry["file"].startswith(f"{_task}/"):
+            _config_error(f"{_where}.file", f"{_entry['file']!r} must lie under {_task}/")
+        if bool(_entry.get("url")) == bool(_entry.get("archive")):
+            _config_error(_where, "give either url (with sha256) or archive (a key of raw_data.downloads.archives)")
+        if _entry.get("archive") and _entry["archive"] not in DOWNLOADS["archives"]:
+            _config_error(f"{_where}.archive", f"{_entry['archive']!r} is not under raw_data.downloads.archives")
 
 
 def real_data_params(wildcards):
@@ -54,13 +100,12 @@ rule build_real_data:
 
 
 rule download_raw_mdqa:
-    # e.g. mdqa/nq-open-20_total_documents_gold_at_0.jsonl.gz from qa_data/20_total_documents/
     output:
-        "resources/raw/mdqa/nq-open-{n}_total_documents_{setting}.jsonl.gz",
+        "resources/raw/mdqa/{name}",
     log:
-        "logs/download_raw/mdqa/nq-open-{n}_total_documents_{setting}.log",
+        "logs/download_raw/mdqa/{name}.log",
     wildcard_constraints:
-        n="[0-9]+",
+        name=download_names("mdqa"),
     conda:
         "../envs/torch.yaml"
     localrule: True
@@ -69,18 +114,19 @@ rule download_raw_mdqa:
         mem_mb=500,
         runtime="20m",
     params:
-        url=lambda wc: f"{LITM_RAW}/{wc.n}_total_documents/nq-open-{wc.n}_total_documents_{wc.setting}.jsonl.gz",
-    shell:
-        "curl -fsSL --retry 3 -o {output}.part {params.url:q} 2> {log} && gzip -t {output}.part && mv {output}.part {output}"
+        entry=download_params("mdqa"),
+        verify=DOWNLOADS["verify"],
+    script:
+        "../workflow/scripts/download_raw.py"
 
 
 rule download_raw_summhay:
     output:
-        "resources/raw/summhay/{haystack}.json",
+        "resources/raw/summhay/{name}",
     log:
-        "logs/download_raw/summhay/{haystack}.log",
+        "logs/download_raw/summhay/{name}.log",
     wildcard_constraints:
-        haystack="topic_(news|conv)[0-9]+",
+        name=download_names("summhay"),
     conda:
         "../envs/torch.yaml"
     localrule: True
@@ -89,17 +135,20 @@ rule download_raw_summhay:
         mem_mb=500,
         runtime="20m",
     params:
-        url=lambda wc: f"{SUMMHAY_RAW}/{wc.haystack}.json",
-    shell:
-        "curl -fsSL --retry 3 -o {output}.part {params.url:q} 2> {log} && mv {output}.part {output}"
+        entry=download_params("summhay"),
+        verify=DOWNLOADS["verify"],
+    script:
+        "../workflow/scripts/download_raw.py"
 
 
 rule download_raw_musique_archive:
     # The official release is a Google Drive zip (StonyBrookNLP/musique download_data.sh).
     output:
-        temp("resources/raw/musique/musique_v1.0.zip"),
+        temp("resources/raw/{archive}"),
     log:
-        "logs/download_raw/musique/archive.log",
+        "logs/download_raw/{archive}.log",
+    wildcard_constraints:
+        archive="|".join(map(re.escape, DOWNLOADS["archives"])) or "(?!)",
     conda:
         "../envs/torch.yaml"
     localrule: True
@@ -108,21 +157,21 @@ rule download_raw_musique_archive:
         mem_mb=500,
         runtime="30m",
     params:
-        url=f"https://drive.usercontent.google.com/download?id={MUSIQUE_DRIVE_ID}&export=download&confirm=t",
-    shell:
-        "curl -fsSL --retry 3 -o {output}.part {params.url:q} 2> {log} && unzip -tq {output}.part >> {log} "
-        "&& mv {output}.part {output}"
+        entry=download_params("musique", kind="archive"),
+        verify=DOWNLOADS["verify"],
+    script:
+        "../workflow/scripts/download_raw.py"
 
 
 rule download_raw_musique:
     input:
-        "resources/raw/musique/musique_v1.0.zip",
+        archive=lambda wc: f"resources/raw/{download_entry('musique', f'musique/{wc.name}')[1]['archive']}",
     output:
-        "resources/raw/musique/musique_ans_v1.0_{split}.jsonl",
+        "resources/raw/musique/{name}",
     log:
-        "logs/download_raw/musique/{split}.log",
+        "logs/download_raw/musique/{name}.log",
     wildcard_constraints:
-        split="train|dev|test",
+        name=download_names("musique"),
     conda:
         "../envs/torch.yaml"
     localrule: True
@@ -130,7 +179,8 @@ rule download_raw_musique:
     resources:
         mem_mb=500,
         runtime="10m",
-    shell:
-        # The archive keeps its files under data/; match on the name to be layout-agnostic.
-        "unzip -p {input} '*musique_ans_v1.0_{wildcards.split}.jsonl' > {output}.part 2> {log} "
-        "&& test -s {output}.part && mv {output}.part {output}"
+    params:
+        entry=download_params("musique"),
+        verify=DOWNLOADS["verify"],
+    script:
+        "../workflow/scripts/download_raw.py"

@@ -25,6 +25,15 @@ def tokenizer_dir_param(wildcards):
     return model_dir(borrowed[1]) if borrowed[0] == "entry" else borrowed[1]
 
 
+# An earlier version linked resources/models/<m> to a local source's directory; Snakemake would
+# delete that directory's config.json through the link before re-running prepare_model.
+for _name, _spec in config["models"].items():
+    if _spec["source"]["kind"] == "local" and Path(model_dir(_name)).is_symlink():
+        _config_error(f"models.{_name}.source.path", f"{model_dir(_name)} is a symlink into "
+                      f"{os.readlink(model_dir(_name))}; remove the link itself (rm {model_dir(_name)}, "
+                      "no trailing slash), the workflow now copies or hard-links the files")
+
+
 rule prepare_model:
     input:
         tokenizer=tokenizer_input,

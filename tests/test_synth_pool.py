@@ -8,7 +8,7 @@ import re
 import pytest
 
 from synthctx.synth.backends import GenerationParams
-from synthctx.synth.fake import FakeBackend
+from fakes import FakeBackend
 from synthctx.synth.pool import generate_pool, template_overlap, validate_output
 from synthctx.synth.topics import Insight
 

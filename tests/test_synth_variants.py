@@ -12,7 +12,7 @@ from synthctx.data.prompts import citation_span_in_header, citation_target, prom
 from synthctx.schema import ArtifactError, read_table
 from synthctx.synth.backends import GenerationParams
 from synthctx.synth.entities import EntityGenerator, Fact, chain_question
-from synthctx.synth.fake import FakeBackend
+from fakes import FakeBackend
 from synthctx.synth.pool import generate_pool
 from synthctx.tasks import get_task
 from synthctx.synth.variants import (FILLER_SENTENCES, SYMBOL_ALPHABET, VARIANTS, PoolView, Reject,

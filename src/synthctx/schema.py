@@ -256,6 +256,14 @@ def _check_frame(df: pd.DataFrame, kind: str, where: str) -> pa.Table:
         raise ArtifactError(f"{where}: cannot convert to the {kind} schema: {err}") from err
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` under the process umask: what ``open()`` would give a new file. mkstemp/mkdtemp
+    create 0600/0700 (private), which other users of a shared cluster folder could not read."""
+    current = os.umask(0)
+    os.umask(current)
+    return mode & ~current
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike, kind: str, metadata: Mapping[str, Any] | None = None) -> None:
     """Validate ``df`` against the ``kind`` schema and write it atomically with provenance metadata."""
     path = Path(path)
@@ -266,6 +274,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, kind: str, metadata: 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, umask_mode())
         pq.write_table(table, tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -299,6 +308,3 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     raw = meta.get(b"synthctx.meta")
     return json.loads(raw) if raw else {}
 
-
-def empty_frame(kind: str) -> pd.DataFrame:
-    return SCHEMAS[kind].empty_table().to_pandas()

@@ -27,14 +27,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
-from synthctx.causal.decoding import decode_text, greedy_decode, greedy_decode_batch, stop_token_ids
 from synthctx.causal.eval_split import causal_split, check_heads_disjoint
 from synthctx.causal.head_sets import PATCH_SETS, knockout_random_heads, patch_head_sets, positive_ranking, ranked_heads
 from synthctx.causal.interventions import Head, head_geometry, head_output_means, mask_heads
 from synthctx.causal.patching import patched_greedy_decode, patched_greedy_decode_batch
 from synthctx.causal.settings import KnockoutSettings, PatchingSettings
-from synthctx.models.decoding import decode_in_groups
-from synthctx.models.loading import pad_token_id
+from synthctx.models.decoding import decode_in_groups, decode_text, greedy_decode, greedy_decode_batch
+from synthctx.models.loading import pad_token_id, stop_token_ids
 from synthctx.provenance import derived_seed, provenance
 from synthctx.schema import read_metadata, read_table, write_table
 

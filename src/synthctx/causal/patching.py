@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from synthctx.causal.decoding import BatchedRunner, CachedRunner, batched_greedy_loop, greedy_loop
+from synthctx.models.decoding import BatchedRunner, CachedRunner, batched_greedy_loop, greedy_loop
 from synthctx.causal.interventions import (
     Head,
     attention_modules,

@@ -59,7 +59,8 @@ class Built:
     """Outcome of building one candidate: an example, or the reason it was dropped."""
 
     example: dict[str, Any] | None
-    reason: str = ""  # budget | no_answer_span | no_gold_documents | unanswerable | weak_insight_match
+    # budget | no_answer_span | no_supporting_paragraph | no_gold_documents | unanswerable | weak_insight_match
+    reason: str = ""
     # SummHay: the best-sentence unigram F1 of every gold document of the insight, kept or not
     insight_matches: tuple[float, ...] = ()
 
@@ -239,6 +240,8 @@ def build_musique(
     """Supporting paragraphs + a seeded choice of others (trimmed or padded), shuffled."""
     if not record.answerable:
         return Built(None, "unanswerable")
+    if not record.supporting:  # no paragraph marked is_supporting: no gold document to place
+        return Built(None, "no_supporting_paragraph")
     accepted = (record.answer, *record.aliases)
     if not any(find_answer_spans(record.paragraphs[s].text, accepted) for s in record.supporting):
         # The answer is not verbatim in its evidence (e.g. "America" vs "American"): no needle.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -95,10 +96,59 @@ class Haystack:
 # --------------------------------------------------------------------------- helpers
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _read_text(path: Path) -> str:
+    """The whole file as text (gunzipped for ``.gz``); a truncated or non-gzip file, or bytes that
+    are not UTF-8, raise ArtifactError naming the file, the line and (JSON) the field."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                data = handle.read()
+        else:
+            data = path.read_bytes()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise ArtifactError(f"{path}: not a complete gzip file ({type(err).__name__}: {err}); "
+                            "re-download or re-compress it") from err
+    except OSError as err:
+        raise ArtifactError(f"{path}: cannot be read: {err}") from err
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        line_end = data.find(b"\n", err.start)
+        line_no = data.count(b"\n", 0, err.start) + 1
+        # The record holding the bad bytes: the line (JSON Lines) or the whole file (one document).
+        chunk = data[line_start:line_end if line_end >= 0 else len(data)]
+        field = _field_with_undecodable(chunk) or _field_with_undecodable(data)
+        where = f"field {field!r}: " if field else ""
+        raise ArtifactError(f"{path}: line {line_no}: {where}byte {err.start - line_start} of the line "
+                            f"({data[err.start:err.start + 1]!r}) is not UTF-8 ({err.reason})") from err
+
+
+def _field_with_undecodable(chunk: bytes) -> str:
+    """Dotted path of the first JSON string in ``chunk`` holding bytes that are not UTF-8, or ''."""
+    try:
+        value = json.loads(chunk.decode("utf-8", errors="surrogateescape"))
+    except (ValueError, RecursionError):
+        return ""
+
+    def bad(text: str) -> bool:
+        return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+    def find(node: Any, path: str) -> str:
+        if isinstance(node, str):
+            return path if bad(node) else ""
+        if isinstance(node, dict):
+            for key, child in node.items():
+                here = f"{path}.{key}" if path else key
+                if bad(key) or (found := find(child, here)):
+                    return here if bad(key) else found
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                if found := find(child, f"{path}[{i}]"):
+                    return found
+        return ""
+
+    return find(value, "")
 
 
 def _require(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -128,8 +178,7 @@ def iter_json_records(path: str | Path) -> Iterator[tuple[str, Any]]:
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: raw data file not found")
-    with _open_text(path) as handle:
-        content = handle.read()
+    content = _read_text(path)
     if content.lstrip()[:1] == "[":
         try:
             records = json.loads(content)
@@ -286,8 +335,7 @@ def load_summhay(path: str | Path) -> Haystack:
     if not path.exists():
         raise ArtifactError(f"{path}: raw data file not found")
     try:
-        with _open_text(path) as handle:
-            raw = json.load(handle)
+        raw = json.loads(_read_text(path))
     except json.JSONDecodeError as err:
         raise ArtifactError(f"{path}: line {err.lineno}: invalid JSON: {err.msg}") from err
     where = str(path)

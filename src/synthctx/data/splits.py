@@ -23,11 +23,14 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections import Counter
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from synthctx.provenance import derived_seed
+
+log = logging.getLogger("synthctx.data")
 
 T = TypeVar("T")
 
@@ -154,6 +157,7 @@ def _build_into(examples: list[dict[str, Any]], cand: Any, build: Callable[[Any]
     result = build(cand)
     if result.example is None:
         dropped[result.reason] += 1
+        log.info("dropped %s: %s", getattr(cand, "example_id", cand), result.reason)
         return
     examples.append(result.example)
     if on_success:

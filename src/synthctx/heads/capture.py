@@ -153,18 +153,6 @@ def capture_implementation(base: str = "sdpa") -> str:
     return name
 
 
-def best_base_implementation(device) -> str:
-    """flash_attention_2 on CUDA when the package is installed, sdpa otherwise."""
-    if torch.device(device).type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            pass
-    return "sdpa"
-
-
 def model_shape(model) -> tuple[int, int]:
     cfg = unwrap_model(model).config
     cfg = getattr(cfg, "get_text_config", lambda: cfg)()

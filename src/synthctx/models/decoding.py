@@ -168,3 +168,19 @@ def decode_in_groups(prompts: Sequence[Sequence[int]], batch_size: int, decode_o
         if progress is not None:
             progress.update(len(group))
     return results
+
+
+# The causal experiments' entry points (masked and patched models decode with hooks active).
+def greedy_decode(model, prompt_ids: Sequence[int], max_new_tokens: int, stop_ids: Iterable[int]) -> list[int]:
+    """Greedy continuation of ``prompt_ids`` (end-of-turn token excluded)."""
+    return greedy_loop(CachedRunner(model).step, prompt_ids, max_new_tokens, stop_ids)
+
+
+def greedy_decode_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, stop_ids: Iterable[int],
+                        pad_id: int) -> list[list[int]]:
+    """Greedy continuations of several prompts decoded together (left-padded, one KV cache)."""
+    return batched_greedy_loop(BatchedRunner(model).step, prompts, max_new_tokens, stop_ids, pad_id)
+
+
+def decode_text(tokenizer, token_ids: Sequence[int]) -> str:
+    return tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()

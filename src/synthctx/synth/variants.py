@@ -281,9 +281,6 @@ class Builder:
     def build(self, index: int, rng: random.Random) -> Draft:
         raise NotImplementedError
 
-    def source_count(self) -> int:
-        return 0
-
 
 class MDQABuilder(Builder):
     def build(self, index, rng):

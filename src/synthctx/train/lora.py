@@ -34,7 +34,7 @@ import numpy as np
 
 from synthctx.provenance import derived_seed, provenance
 from synthctx.settings import section_fields
-from synthctx.schema import ArtifactError, write_table
+from synthctx.schema import ArtifactError, umask_mode, write_table
 
 log = logging.getLogger("synthctx.train")
 
@@ -90,7 +90,11 @@ def seed_everything(seed: int) -> None:
 def rng_state() -> dict[str, Any]:
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # Plain lists, ints and tensors only, so that the checkpoint loads with weights_only=True
+    # (numpy's state holds an ndarray, which only a full unpickler would rebuild).
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [str(name), keys.tolist(), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -99,8 +103,10 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: Mapping[str, Any]) -> None:
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -289,6 +295,7 @@ def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".ckpt.", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, umask_mode())
         torch.save(dict(payload), tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -302,7 +309,12 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
 
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        # weights_only: a checkpoint is tensors and plain values, never code to unpickle.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - e.g. an older checkpoint that pickled numpy arrays
+        log.warning("ignoring checkpoint %s: it does not load with weights_only=True (%s)", path, err)
+        return None
     if state.get("fingerprint") != fingerprint:
         log.warning("ignoring checkpoint %s: it belongs to other data or settings", path)
         return None

@@ -1,4 +1,7 @@
-"""A deterministic stand-in LLM (no model, instant) for tests and dry runs of the synth stage."""
+"""Test doubles: a deterministic stand-in LLM (no model, instant) for the synth stage's tests.
+
+Not part of the library: no shipped config names it (generation.backend is vllm | hf).
+"""
 
 from __future__ import annotations
 
