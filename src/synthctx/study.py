@@ -197,7 +197,10 @@ def check_config(config: Mapping[str, Any]) -> None:
         if task not in known:
             error("study.tasks", f"unknown task {task!r} (registered: {known}; a new task's module goes in "
                                  "study.task_modules)")
-    for section, fixed in (("raw_data", {"local_dir"}), ("data", {"eval_examples", "max_train_examples",
+    for name in (config.get("raw_data") or {}).get("downloads") or {}:
+        if name not in ("verify", "archives") and name not in known:
+            error(f"raw_data.downloads.{name}", f"not a registered task (registered: {known})")
+    for section, fixed in (("raw_data", {"local_dir", "downloads"}), ("data", {"eval_examples", "max_train_examples",
                                                                  "limited_fraction"})):
         block = config.get(section) or {}
         for name in block:
