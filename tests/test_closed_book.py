@@ -243,13 +243,15 @@ def test_table1_notes_degenerate_conditions_by_task_title():
     """Defect: the degenerate-outputs note named TASK_TITLES, which table1.py no longer defines
     (NameError as soon as Table 1 flags a condition)."""
     from synthctx.analysis.claims import degenerate_flags
-    from synthctx.evaluate.table1 import table1_markdown
+    from synthctx.evaluate.table1 import TaskExtras, build_table1, table1_markdown
 
-    _, table = _table1()
+    preds = {t: _frame(t, {c: k for c, k in h.items() if c != "closed_book"}) for t, h in HITS.items()}
+    extras = {t: TaskExtras(trivial_scores={f"e{i}": 0.0 for i in range(N)}) for t in HITS}
+    table = build_table1(preds, "m", SYNTHETIC, REAL, resamples=500, alpha=0.05, seed=3, extras=extras)
     flags = degenerate_flags(table, 0.05, 0.1)
-    assert ("musique", "closed_book") in flags
+    assert ("summhay", "nonft") in flags
     md = table1_markdown(table, 0.05, 500, flags)
-    assert "- MuSiQue / Closed book: degenerate outputs, does not beat the trivial baseline (0.050 vs 0.000" in md
+    assert "- SummHay / Non-FT: degenerate outputs, does not beat the trivial baseline (0.100 vs 0.000" in md
 
 
 def test_claims_cb_row_fills_from_a_table1_with_closed_book_rows(tmp_path):
