@@ -2,6 +2,11 @@
 # eval split (one job per model x task, one vLLM engine serving all LoRA adapters), then
 # Table 1 per model.
 
+# Evaluation-only conditions decoded with the base model in each evaluate job (study.evaluation_conditions):
+# nonft and, when listed, closed_book (the question without the documents). Never trained, never
+# head-scored, knocked out or patched (CONDITIONS, which heads and causal expand, holds nonft only).
+EVALUATION_ONLY = study_vocabulary.evaluation_conditions(config)
+
 
 def eval_settings(wildcards):
     """The config slice an evaluation depends on (and nothing else)."""
@@ -12,6 +17,7 @@ def eval_settings(wildcards):
         "batch_size": config["evaluate"]["batch_size"],
         "vllm": {k: config["generation"]["vllm"][k] for k in ("gpu_memory_utilization", "enforce_eager")},
         "seed": config["study"]["seed"],
+        "evaluation_conditions": list(EVALUATION_ONLY),
     }
 
 
@@ -93,6 +99,7 @@ rule table1:
             "tasks": list(TASKS),
             "synthetic": list(SYNTHETIC),
             "real": list(REAL),
+            "evaluation": list(EVALUATION_ONLY),
             "resamples": config["evaluate"]["bootstrap_resamples"],
             "alpha": config["evaluate"]["alpha"],
             "seed": config["study"]["seed"],

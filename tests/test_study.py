@@ -41,7 +41,7 @@ def test_one_label_per_condition_everywhere():
     assert condition_label("summhay", "low_high") == "Simplified / High"
     assert study.condition_label("real_full") == "Real Data (Full)"
     # a condition added by config (no x_y shape) is its own label, never a crash
-    assert study.condition_label("closed_book", "mdqa") == "closed_book"
+    assert study.condition_label("my_condition", "mdqa") == "my_condition"
     assert not hasattr(summary, "CONDITION_LABELS")
     assert study.display_order(["nonft", "symbolic", "mine", "real_full"]) == ["real_full", "symbolic", "nonft", "mine"]
 

@@ -85,7 +85,8 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     from synthctx.evaluate.baselines import cite_all_prediction
     from synthctx.evaluate.metrics import score_prediction
 
-    expected = {"real_full", "real_limited", "low_low", "symbolic", "nonft"}
+    # closed_book: config.yaml's study.evaluation_conditions default (the overlay's study section omits it)
+    expected = {"real_full", "real_limited", "low_low", "symbolic", "nonft", "closed_book"}
     eval_sizes = {}
     for task in ("mdqa", "musique", "summhay"):
         rows = table1[table1["task"] == task].set_index("condition")
@@ -95,7 +96,8 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
         assert rows["is_best_synthetic"].sum() == 1
         # Training-set sizes come from the training curves: Real (Full) 2, Real (Limited) 1, variants 2.
         assert rows.loc["real_full", "train_examples"] == 2 and rows.loc["real_limited", "train_examples"] == 1
-        assert rows.loc["symbolic", "train_examples"] == 2 and rows["train_examples"].isna()["nonft"]
+        assert rows.loc["symbolic", "train_examples"] == 2
+        assert rows["train_examples"].isna()[["nonft", "closed_book"]].all()
         assert rows.loc[["real_full", "symbolic"], "loss_fell"].notna().all()
         assert 1 <= rows.loc["real_full", "distinct_predictions"] <= eval_sizes[task]
     # The trivial SummHay row is citing every document: its score is that prediction's mean F1.
@@ -108,6 +110,9 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     for task in ("mdqa", "musique", "summhay"):
         preds = read_table(results / "eval" / MODEL / task / "predictions.parquet", "predictions")
         assert len(preds) == eval_sizes[task] * len(expected)
+        # the closed-book prompts are the question without the documents: shorter for every example
+        prompt_tokens = preds.pivot(index="example_id", columns="condition", values="prompt_tokens")
+        assert (prompt_tokens["closed_book"] < prompt_tokens["nonft"]).all()
         heads = read_table(results / "heads" / MODEL / task / "real_full.parquet", "head_scores")
         assert len(heads[heads["head_kind"] == "retrieval"]) == 30 * 9
         assert (heads["score"] >= 0).all()
@@ -147,10 +152,12 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     claims = read_table(results / "reports" / MODEL / "claims.parquet", "claims")
     per_claim = claims["claim_id"].value_counts().to_dict()
     # 3 tasks; 2 synthetic conditions; knockout of real_full, patching into symbolic; Table 2's 4 rows
-    assert per_claim == {"C1": 3, "C2": 3, "C3": 6, "C4": 6, "C5": 3, "C6": 3, "C7": 4, "C8": 1, "CB": 1}
+    assert per_claim == {"C1": 3, "C2": 3, "C3": 6, "C4": 6, "C5": 3, "C6": 3, "C7": 4, "C8": 1, "CB": 3}
     assert set(claims["verdict"]) <= set(VERDICTS)
     assert (claims.loc[claims["verdict"] == CANNOT, "reason"].str.len() > 0).all()
-    assert claims.loc[claims["claim_id"] == "CB", "reason"].iloc[0] == "not run in this study (no closed_book condition)"
+    cb = claims[claims["claim_id"] == "CB"].set_index("task")
+    assert list(cb.index) == ["mdqa", "musique", "summhay"] and cb["measured"].str.startswith("closed book ").all()
+    assert cb.loc["summhay", "verdict"] == CANNOT and cb.loc["summhay", "reason"].startswith("not applicable: ")
     for row in claims[(claims["claim_id"] == "C1") & claims["statistic"].notna()].itertuples(index=False):
         scores = table1[table1["task"] == row.task].set_index("condition")["score"]
         best = table1[(table1["task"] == row.task) & table1["is_best_synthetic"]]["score"].iloc[0]
@@ -161,6 +168,7 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     for figure in ("table1.png", "figure3.png", "figure4.png", "heatmap_mdqa.png"):
         assert (results / "figures" / MODEL / figure).stat().st_size > 5_000, figure
     assert "| Non-FT |" in (results / "tables" / MODEL / "table1.md").read_text()
+    assert "| Closed book |" in (results / "tables" / MODEL / "table1.md").read_text()
 
     again = subprocess.run([*snakemake, "-n", "all"], cwd=work, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

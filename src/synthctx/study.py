@@ -10,7 +10,10 @@ A condition is one of four kinds:
 - ``real``: trained on the task's real training examples (Real (Full), Real (Limited));
 - ``synthetic``: trained on a synthetic variant; built-in ones name their two axes
   (concept expression x context diversity), e.g. ``high_low``;
-- ``evaluation_only``: evaluated but never trained (``nonft``, the base model);
+- ``evaluation_only``: evaluated but never trained, never head-scored, knocked out or patched:
+  ``nonft`` (the base model on the task's prompts) and ``closed_book`` (the base model given the
+  question without the documents, :meth:`synthctx.tasks.base.Task.closed_book_content`), chosen by
+  config ``study.evaluation_conditions``;
 - ``user``: trained on a user-supplied dataset (registered from config).
 
 A condition the config names and nobody registered gets its name as label, so a study can
@@ -29,6 +32,7 @@ KINDS = ("real", "synthetic", "evaluation_only", "user")
 AXIS_LABELS = {"high": "High", "low": "Low"}
 TRIVIAL = "trivial"  # Table 1's trivial-baseline row (not a condition: nothing is trained or run)
 NONFT = "nonft"
+CLOSED_BOOK = "closed_book"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Condition:
     label: str
     # (concept expression, context diversity) of an axis-named synthetic condition
     axes: tuple[str, str] | None = None
+    # False: evaluated on the task's closed-book prompt (the question without the documents)
+    with_documents: bool = True
 
     @property
     def trained(self) -> bool:
@@ -74,11 +80,14 @@ for _condition in (
     _axis_condition("low", "low"),
     Condition("symbolic", "synthetic", "Symbolic / Symbolic"),
     Condition(NONFT, "evaluation_only", "Non-FT"),
+    # The paper's rebuttal baseline: can parametric memory answer without the documents?
+    Condition(CLOSED_BOOK, "evaluation_only", "Closed book", with_documents=False),
 ):
     register_condition(_condition)
 
 BUILTIN_SYNTHETIC = tuple(c.name for c in _CONDITIONS.values() if c.kind == "synthetic")
 BUILTIN_REAL = tuple(c.name for c in _CONDITIONS.values() if c.kind == "real")
+BUILTIN_EVALUATION_ONLY = tuple(c.name for c in _CONDITIONS.values() if c.kind == "evaluation_only")
 
 
 def conditions(kind: str | None = None) -> list[Condition]:
@@ -141,12 +150,20 @@ def register_from_config(config: Mapping[str, Any]) -> None:
                 raise ValueError(f"invalid config: study.{key}: {name!r} is a {known.kind} condition, not {kind}")
 
 
+def evaluation_conditions(config: Mapping[str, Any]) -> list[str]:
+    """The study's evaluation-only conditions (``study.evaluation_conditions``, which schema
+    validation fills with its default when a config omits it), ``nonft`` first."""
+    names = list(config["study"]["evaluation_conditions"])
+    return [NONFT] + [n for n in names if n != NONFT]
+
+
 def study_conditions(config: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
-    """(synthetic, real, every evaluated condition) of a config, evaluated = trained + ``nonft``."""
+    """(synthetic, real, every evaluated condition) of a config, evaluated = trained + the
+    evaluation-only ones (``nonft`` first)."""
     register_from_config(config)
     synthetic = list(config["study"]["synthetic_conditions"])
     real = list(config["study"]["real_conditions"])
-    return synthetic, real, synthetic + real + [NONFT]
+    return synthetic, real, synthetic + real + evaluation_conditions(config)
 
 
 def wildcard_pattern(names: Sequence[str]) -> str:
@@ -238,6 +255,13 @@ def check_config(config: Mapping[str, Any]) -> None:
         for name in (config.get("causal") or {}).get(key) or []:
             if get_condition(name) is None:
                 error(f"causal.{key}", f"unknown condition {name!r} (registered: {condition_names()})")
+    for name in study.get("evaluation_conditions") or []:
+        found = get_condition(name)
+        if found is None or found.kind != "evaluation_only":
+            error("study.evaluation_conditions", f"{name!r} is not an evaluation-only condition (registered: "
+                                                 f"{condition_names('evaluation_only')})")
+    if "evaluation_conditions" in study and NONFT not in study["evaluation_conditions"]:
+        error("study.evaluation_conditions", f"must contain {NONFT!r} (Table 1's and the claims' reference)")
     for name in study["synthetic_conditions"]:
         for task in tasks:
             supported = get_task(task).synthetic_variants

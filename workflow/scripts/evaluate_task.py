@@ -1,4 +1,5 @@
-"""Greedy evaluation of one (model, task): the base model ("nonft") and every trained adapter.
+"""Greedy evaluation of one (model, task): the base model's evaluation-only conditions ("nonft";
+"closed_book": the question without the documents) and every trained adapter.
 
 Input:  results/data/{model}/{task}/eval.parquet (examples), the prepared model,
         results/adapters/{model}/{task}/{condition}/ for every trained condition.
@@ -19,7 +20,8 @@ def parse_args(argv=None):
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--adapter", action="append", default=[], metavar="CONDITION=DIR",
                         help="a trained adapter (repeatable)")
-    parser.add_argument("--settings", required=True, help="JSON: model_spec, max_new_tokens, batch_size, vllm, seed, model")
+    parser.add_argument("--settings", required=True, help="JSON: model_spec, max_new_tokens, batch_size, vllm, seed, model, "
+                        "evaluation_conditions (default: nonft only)")
     parser.add_argument("--backend", choices=["vllm", "hf"], required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--log", default=None)
@@ -39,6 +41,7 @@ def main(argv=None):
         max_new_tokens=int(settings["max_new_tokens"]), backend=args.backend, out_path=args.out,
         run_info={"model": settings.get("model")}, vllm_settings=settings.get("vllm"), seed=int(settings["seed"]),
         batch_size=int(settings.get("batch_size", 8)), log_path=args.log,
+        evaluation_conditions=settings.get("evaluation_conditions") or ["nonft"],
     )
     log.info("wrote %d predictions to %s", len(frame), args.out)
 

@@ -36,14 +36,29 @@ class RenderedPrompt:
     doc_header_spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # doc_id -> header chars in text
 
 
-def user_content(example: Mapping[str, Any]) -> tuple[str, dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
-    """The user message of an example and the spans of each document inside it."""
+def _meta(example: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = example.get("meta") or {}
+    if isinstance(meta, str):
+        import json
+
+        meta = json.loads(meta)
+    return meta
+
+
+def user_content(example: Mapping[str, Any], documents: bool = True
+                 ) -> tuple[str, dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+    """The user message of an example and the spans of each document inside it.
+
+    ``documents=False``: the task's closed-book message (the question without the documents,
+    :meth:`synthctx.tasks.base.Task.closed_book_content`); no spans."""
     from synthctx.tasks import get_task
 
     try:
         spec = get_task(example["task"])
     except ValueError as error:
         raise ValueError(f"example {example.get('example_id')}: {error}") from None
+    if not documents:
+        return spec.closed_book_content(example, _meta(example)), {}, {}
     parts = [spec.instruction, "\n\n"]
     offset = sum(map(len, parts))
     text_spans: dict[str, tuple[int, int]] = {}
@@ -56,18 +71,14 @@ def user_content(example: Mapping[str, Any]) -> tuple[str, dict[str, tuple[int, 
         text_spans[doc["doc_id"]] = (offset, offset + len(doc["text"]))
         parts.append(doc["text"] + "\n")
         offset += len(doc["text"]) + 1
-    meta = example.get("meta") or {}
-    if isinstance(meta, str):
-        import json
-
-        meta = json.loads(meta)
-    parts.append(spec.question_block(example, meta))
+    parts.append(spec.question_block(example, _meta(example)))
     return "".join(parts), text_spans, header_spans
 
 
-def render_prompt(example: Mapping[str, Any], tokenizer) -> RenderedPrompt:
-    """Chat-templated prompt of ``example`` for ``tokenizer``'s model, with document spans."""
-    content, text_spans, header_spans = user_content(example)
+def render_prompt(example: Mapping[str, Any], tokenizer, documents: bool = True) -> RenderedPrompt:
+    """Chat-templated prompt of ``example`` for ``tokenizer``'s model, with document spans
+    (``documents=False``: the closed-book prompt, see :func:`user_content`)."""
+    content, text_spans, header_spans = user_content(example, documents)
     messages = [{"role": "user", "content": content}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     base = text.find(content)

@@ -35,11 +35,12 @@ def end_of_turn_ids(tokenizer) -> list[int]:
     return sorted(stop_token_ids(tokenizer))
 
 
-def prompt_token_ids(examples: Sequence[Mapping[str, Any]], tokenizer) -> list[list[int]]:
-    """The chat-templated prompt ids of each example (generation prompt included, no target)."""
+def prompt_token_ids(examples: Sequence[Mapping[str, Any]], tokenizer, documents: bool = True) -> list[list[int]]:
+    """The chat-templated prompt ids of each example (generation prompt included, no target);
+    ``documents=False``: the closed-book prompts (the question without the documents)."""
     from synthctx.data.prompts import encode_prompt, render_prompt
 
-    return [encode_prompt(render_prompt(ex, tokenizer), tokenizer)[0] for ex in examples]
+    return [encode_prompt(render_prompt(ex, tokenizer, documents), tokenizer)[0] for ex in examples]
 
 
 def _finish(token_ids: Sequence[int], stop_ids: set[int], tokenizer) -> Generation:

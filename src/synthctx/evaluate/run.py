@@ -1,4 +1,6 @@
-"""Evaluate the base model ("nonft") and every trained adapter of one task on its real eval split.
+"""Evaluate the base model ("nonft"), the other evaluation-only conditions (``closed_book``: the
+base model on the question without the documents) and every trained adapter of one task on its
+real eval split.
 
 One call per (model, task): with vLLM a single engine serves all LoRA adapters
 (``LoRARequest`` per condition); with HF generate each condition is loaded in turn. Both
@@ -75,15 +77,24 @@ def vllm_max_lora_rank(ranks: Sequence[int]) -> int:
 
 
 def generate_hf(examples, prompts, tokenizer, model_dir: str, model_settings: Mapping[str, Any],
-                adapters: Mapping[str, str], max_new_tokens: int, batch_size: int, progress_file=None) -> dict[str, list]:
+                adapters: Mapping[str, str], max_new_tokens: int, batch_size: int, progress_file=None,
+                base_prompts: Mapping[str, Sequence[Sequence[int]]] | None = None) -> dict[str, list]:
+    """Greedy answers per condition: the base model on each of ``base_prompts`` (evaluation-only
+    condition -> its prompts; default: ``nonft`` on ``prompts``), then every adapter on ``prompts``."""
     from tqdm import tqdm
 
     from synthctx.train.lora import load_finetuned
 
+    base_prompts = dict(base_prompts) if base_prompts is not None else {NONFT: prompts}
     out = {}
     stop = end_of_turn_ids(tokenizer)
-    bar = tqdm(total=len(prompts) * (1 + len(adapters)), desc="evaluate (hf)", file=progress_file, mininterval=5)
-    for condition, adapter_dir in [(NONFT, None), *adapters.items()]:
+    total = sum(map(len, base_prompts.values())) + len(prompts) * len(adapters)
+    bar = tqdm(total=total, desc="evaluate (hf)", file=progress_file, mininterval=5)
+    model = load_finetuned(model_dir, None, model_settings, merge=True)  # loaded once for every base condition
+    for condition, base in base_prompts.items():
+        out[condition] = greedy_decode_hf(model, tokenizer, base, max_new_tokens, batch_size, stop, progress=bar)
+    del model
+    for condition, adapter_dir in adapters.items():
         # Merged LoRA weights: identical outputs, no adapter matmuls per token.
         model = load_finetuned(model_dir, adapter_dir, model_settings, merge=True)
         out[condition] = greedy_decode_hf(model, tokenizer, prompts, max_new_tokens, batch_size, stop, progress=bar)
@@ -93,8 +104,12 @@ def generate_hf(examples, prompts, tokenizer, model_dir: str, model_settings: Ma
 
 
 def generate_vllm(prompts, tokenizer, model_dir: str, model_settings: Mapping[str, Any], adapters: Mapping[str, str],
-                  max_new_tokens: int, vllm_settings: Mapping[str, Any], seed: int) -> dict[str, list]:
+                  max_new_tokens: int, vllm_settings: Mapping[str, Any], seed: int,
+                  base_prompts: Mapping[str, Sequence[Sequence[int]]] | None = None) -> dict[str, list]:
+    """As :func:`generate_hf`, with one engine: the base model without a LoRA request."""
     from synthctx.models.loading import prepare_vllm_cpu_environment, vllm_engine_kwargs
+
+    base_prompts = dict(base_prompts) if base_prompts is not None else {NONFT: prompts}
 
     prepare_vllm_cpu_environment()
     from vllm import LLM
@@ -102,12 +117,13 @@ def generate_vllm(prompts, tokenizer, model_dir: str, model_settings: Mapping[st
 
     stop = end_of_turn_ids(tokenizer)
     # The model settings reach the engine as load_model applies them (RoPE base, window).
-    kwargs = vllm_engine_kwargs(model_dir, model_settings, max(len(p) for p in prompts) + max_new_tokens,
-                                vllm_settings, seed)
+    longest = max(len(p) for group in [prompts, *base_prompts.values()] for p in group)
+    kwargs = vllm_engine_kwargs(model_dir, model_settings, longest + max_new_tokens, vllm_settings, seed)
     if adapters:
         kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=vllm_max_lora_rank([adapter_rank(d) for d in adapters.values()]))
     llm = LLM(**kwargs)
-    out = {NONFT: greedy_decode_vllm(llm, tokenizer, prompts, max_new_tokens, None, stop)}
+    out = {condition: greedy_decode_vllm(llm, tokenizer, base, max_new_tokens, None, stop)
+           for condition, base in base_prompts.items()}
     for lora_id, (condition, adapter_dir) in enumerate(adapters.items(), start=1):
         log.info("vLLM: condition %s", condition)
         request = LoRARequest(condition, lora_id, str(Path(adapter_dir).resolve()))
@@ -118,10 +134,16 @@ def generate_vllm(prompts, tokenizer, model_dir: str, model_settings: Mapping[st
 def evaluate_task(*, eval_path: str, model_dir: str, model_settings: Mapping[str, Any], adapters: Mapping[str, str],
                   max_new_tokens: int, backend: str, out_path: str, run_info: Mapping[str, Any] | None = None,
                   vllm_settings: Mapping[str, Any] | None = None, seed: int = 0, batch_size: int = 8,
-                  log_path: str | None = None, limit: int | None = None) -> pd.DataFrame:
-    """Decode every condition of one task greedily, score, and write ``predictions.parquet``."""
+                  log_path: str | None = None, limit: int | None = None,
+                  evaluation_conditions: Sequence[str] = (NONFT,)) -> pd.DataFrame:
+    """Decode every condition of one task greedily, score, and write ``predictions.parquet``.
+
+    ``evaluation_conditions``: the base model's conditions (``study.evaluation_conditions``),
+    each on the prompts its registry entry names: ``nonft`` on the task's prompts,
+    ``closed_book`` on the closed-book prompts (same chat template, decoding and budget)."""
     from synthctx.data.examples import read_examples
     from synthctx.models.loading import load_tokenizer
+    from synthctx.study import get_condition
 
     examples = read_examples(eval_path)[:limit]
     if not examples:
@@ -133,17 +155,26 @@ def evaluate_task(*, eval_path: str, model_dir: str, model_settings: Mapping[str
     tokenizer = load_tokenizer(model_dir)
     check_answer_budget(examples, tokenizer, max_new_tokens, eval_path)
     prompts = prompt_token_ids(examples, tokenizer)
+    base_prompts = {}
+    for condition in evaluation_conditions:
+        found = get_condition(condition)
+        if found is None or found.kind != "evaluation_only":
+            raise ValueError(f"evaluation condition {condition!r} is not a registered evaluation-only condition")
+        base_prompts[condition] = prompts if found.with_documents else prompt_token_ids(examples, tokenizer, False)
+    clash = sorted(set(base_prompts) & set(adapters))
+    if clash:
+        raise ValueError(f"conditions {clash} are both evaluation-only and trained adapters")
     started = time.perf_counter()
     if backend == "vllm":
         generations = generate_vllm(prompts, tokenizer, model_dir, model_settings, adapters, max_new_tokens,
-                                    vllm_settings or {}, seed)
+                                    vllm_settings or {}, seed, base_prompts=base_prompts)
     elif backend == "hf":
         from synthctx.logging_utils import progress_stream
 
         stream = progress_stream(log_path)
         try:
             generations = generate_hf(examples, prompts, tokenizer, model_dir, model_settings, adapters, max_new_tokens,
-                                      batch_size, progress_file=stream)
+                                      batch_size, progress_file=stream, base_prompts=base_prompts)
         finally:
             if log_path:
                 stream.close()
@@ -151,12 +182,13 @@ def evaluate_task(*, eval_path: str, model_dir: str, model_settings: Mapping[str
         raise ValueError(f"evaluate backend {backend!r}: expected vllm or hf")
     seconds = time.perf_counter() - started
     frame = pd.concat(
-        [score_generations(task, condition, examples, prompts, gens) for condition, gens in generations.items()],
+        [score_generations(task, condition, examples, base_prompts.get(condition, prompts), gens)
+         for condition, gens in generations.items()],
         ignore_index=True,
     )
     means = frame.groupby("condition", sort=False)["score"].mean().round(4).to_dict()
     log.info("%s: mean scores %s (%.1f s, backend %s)", task, means, seconds, backend)
     meta = provenance(seed=seed, backend=backend, task=task, max_new_tokens=max_new_tokens, seconds=seconds,
-                      adapters={k: str(v) for k, v in adapters.items()}, **dict(run_info or {}))
+                      evaluation_conditions=list(base_prompts), adapters={k: str(v) for k, v in adapters.items()}, **dict(run_info or {}))
     write_table(frame, out_path, "predictions", meta)
     return frame

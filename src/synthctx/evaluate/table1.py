@@ -6,7 +6,10 @@ answer format: a trivial baseline row per task (``synthctx.evaluate.baselines``)
 condition's one-sided paired p against Non-FT and against that baseline, its number of
 distinct predictions, and for trained conditions the training-set size and whether the
 training loss fell (``synthctx.train.health``). The positive control of the study is
-Real (Full) beating both Non-FT and the trivial baseline.
+Real (Full) beating both Non-FT and the trivial baseline. The evaluation-only conditions of the
+study (``nonft``, and ``closed_book``: the base model on the question without the documents) get
+rows like the trained ones; a task whose closed-book score cannot measure memory (SummHay: the
+citations name documents the prompt does not show) is marked ‡ with its reason.
 
 Dagger (``significantly_worse``): the best synthetic condition beats this condition with
 p < alpha, where p is the one-sided paired-bootstrap p-value of Koehn (2004): the fraction
@@ -27,7 +30,7 @@ import pandas as pd
 from synthctx.provenance import derived_seed, provenance
 from synthctx.schema import ArtifactError, read_table, write_table
 
-from synthctx.study import TRIVIAL, task_title
+from synthctx.study import CLOSED_BOOK, TRIVIAL, task_title
 from synthctx.study import condition_label as _study_label
 
 
@@ -40,6 +43,16 @@ def _renames_axes(task: str) -> bool:
     from synthctx.study import _task_axis_labels
 
     return bool(_task_axis_labels(task))
+
+
+def _closed_book_note(task: str) -> str | None:
+    """Why a task's closed-book score is not a memory baseline (the task's ``closed_book_note``)."""
+    from synthctx.tasks import get_task
+
+    try:
+        return get_task(task).closed_book_note
+    except ValueError:
+        return None
 
 
 def _metric_description(task: str) -> str:
@@ -83,12 +96,14 @@ class TaskExtras:
 
 def build_table1(predictions: Mapping[str, pd.DataFrame], model: str, synthetic: Sequence[str], real: Sequence[str],
                  resamples: int, alpha: float, seed: int,
-                 extras: Mapping[str, TaskExtras] | None = None) -> pd.DataFrame:
+                 extras: Mapping[str, TaskExtras] | None = None,
+                 evaluation: Sequence[str] = ("nonft",)) -> pd.DataFrame:
     """One row per (task, condition) from each task's ``predictions`` table (plus the trivial baseline
-    row of a task whose ``extras`` give its scores)."""
+    row of a task whose ``extras`` give its scores). ``evaluation``: the evaluation-only conditions
+    (``study.evaluation_conditions``: ``nonft``, and ``closed_book`` when the study runs it)."""
     from synthctx.evaluate.baselines import distinct_predictions
 
-    order = [*synthetic, *real, "nonft"]
+    order = [*synthetic, *real, *dict.fromkeys(["nonft", *evaluation])]
     rows = []
     for task, frame in predictions.items():
         extra = (extras or {}).get(task) or TaskExtras()
@@ -197,7 +212,9 @@ def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int,
                 cells.append(row["label"] if row is not None else condition_label(task, condition))
             if _renames_axes(task) and i > 0:
                 cells.append(row["label"] if row is not None else condition_label(task, condition))
-            cells.append(_cell(row) if row is not None else "-")
+            # ‡: a closed-book score that cannot measure memory (the task's closed_book_note, in the notes)
+            mark = "‡" if row is not None and condition == CLOSED_BOOK and _closed_book_note(task) else ""
+            cells.append(_cell(row) + mark if row is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
 
     control = positive_control(table, alpha)
@@ -240,6 +257,15 @@ def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int,
                 and r.n > 1:
             notes.append(f"- {task_title(r.task)} / {r.label}: the same prediction for all {r.n} "
                          "examples (a constant model).")
+    closed = [t for t in tasks if ((table["task"] == t) & (table["condition"] == CLOSED_BOOK)).any()]
+    if closed:
+        label = condition_label(closed[0], CLOSED_BOOK)
+        notes.append(f"- {label}: the base model given the question without the documents (same chat template, "
+                     "instruction minus the documents, decoding and budget): what parametric memory answers.")
+        for t in closed:
+            note = _closed_book_note(t)
+            if note:
+                notes.append(f"- ‡ {task_title(t)} / {label}: not a memory baseline: {note}.")
     if TRIVIAL in set(table["condition"]):
         from synthctx.evaluate.baselines import trivial_description
 
@@ -261,7 +287,8 @@ def plot_table1(table: pd.DataFrame, path: str | Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         sub = table[table["task"] == task].reset_index(drop=True)
-        colors = ["#1f4e79" if b else ("#7f7f7f" if c in ("real_full", "real_limited", "nonft", TRIVIAL) else "#8fb3d9")
+        colors = ["#1f4e79" if b else ("#7f7f7f" if c in ("real_full", "real_limited", "nonft", CLOSED_BOOK, TRIVIAL)
+                                       else "#8fb3d9")
                   for b, c in zip(sub["is_best_synthetic"], sub["condition"])]
         err = np.vstack([sub["score"] - sub["ci_low"], sub["ci_high"] - sub["score"]]).clip(min=0)
         ax.bar(range(len(sub)), sub["score"], yerr=err, color=colors, capsize=3)
@@ -314,7 +341,8 @@ def make_table1(prediction_paths: Sequence[str], table_path: str, markdown_path:
             raise ArtifactError(f"{path}: field 'task' is {sorted(found)}, expected {task!r}")
         predictions[task] = frame
     table = build_table1(predictions, settings["model"], settings["synthetic"], settings["real"],
-                         int(settings["resamples"]), float(settings["alpha"]), int(settings["seed"]), extras)
+                         int(settings["resamples"]), float(settings["alpha"]), int(settings["seed"]), extras,
+                         evaluation=settings.get("evaluation", ["nonft"]))
     meta = provenance(seed=settings["seed"], model=settings["model"], resamples=settings["resamples"],
                       alpha=settings["alpha"], inputs=[str(p) for p in prediction_paths])
     write_table(table, table_path, "table1", meta)

@@ -12,7 +12,9 @@ What the stages take from a task:
   objects, each building one normalized example with its needle spans and kinds),
   :meth:`split` (eval / train; default: linked groups stay on one side), :meth:`real_counts`
   and :meth:`set_stats` (task-specific dataset stats);
-- prompts (every stage): :attr:`instruction` and :meth:`question_block`;
+- prompts (every stage): :attr:`instruction` and :meth:`question_block`; the closed-book
+  baseline's prompt (evaluation only): :attr:`closed_book_instruction`,
+  :meth:`closed_book_content` and :attr:`closed_book_note`;
 - evaluation (Table 1): :meth:`score` (the Table 1 score and auxiliary metrics),
   :meth:`trivial_predictions` and :attr:`trivial_description`;
 - heads: :attr:`head_kinds` (head kind -> needle kinds scored) and the success metric, a
@@ -44,6 +46,12 @@ class Task:
 
     # --- prompts
     instruction: str = ""
+    # The instruction of the closed-book prompt (the question without the documents): the
+    # instruction minus what it says about the documents. None: :attr:`instruction` unchanged.
+    closed_book_instruction: str | None = None
+    # Why the task's closed-book score does not measure parametric memory (None: it does).
+    # Table 1 notes it; the claims page then marks the closed-book claim not applicable.
+    closed_book_note: str | None = None
 
     # --- needles
     primary_needle: str = "answer"  # the kind whose position is the example's needle depth
@@ -101,6 +109,14 @@ class Task:
     def question_block(self, example: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         """The text after the documents in the user message."""
         return f"\nQuestion: {example['question']}\nAnswer:"
+
+    def closed_book_content(self, example: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+        """The user message of the closed-book prompt: the with-documents message
+        (``instruction``, a blank line, the documents, :meth:`question_block`) without the
+        documents, and with :attr:`closed_book_instruction`. The chat template, decoding and
+        target are the task's own."""
+        instruction = self.instruction if self.closed_book_instruction is None else self.closed_book_instruction
+        return instruction + "\n" + self.question_block(example, meta)
 
     # ------------------------------------------------------------------ evaluation
     def score(self, prediction: str, example: Mapping[str, Any]) -> tuple[float, dict[str, float]]:

@@ -25,6 +25,7 @@ class MDQA(QATask):
         "Write a high-quality answer for the given question using only the provided search results "
         "(some of which might be irrelevant). Answer with a short phrase only."
     )
+    closed_book_instruction = "Write a high-quality answer for the given question. Answer with a short phrase only."
     synth_data_keys = ("num_documents",)
     raw_schema = {"type": "object", "additionalProperties": False, "required": ["documents_file"],
                   "properties": {"documents_file": {"type": "string"}}}

@@ -34,6 +34,8 @@ class MuSiQue(QATask):
         "Answer the question using only the provided documents. Finding the answer takes several steps "
         "across documents. Answer with a short phrase only."
     )
+    closed_book_instruction = ("Answer the question. Finding the answer takes several steps. Answer with a short "
+                               "phrase only.")
     synth_data_keys = ("num_paragraphs",)
     raw_schema = {"type": "object", "additionalProperties": False, "required": ["files"],
                   "properties": {"files": {"type": "array", "minItems": 1, "items": {"type": "string"}}}}

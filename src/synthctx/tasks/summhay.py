@@ -23,6 +23,15 @@ class SummHay(Task):
         "Below are documents, a query and an insight. Cite every document that contains the insight, "
         "as bracketed document numbers such as [1][4]. Answer with the citations only."
     )
+    # Closed book: the query and the insight without the documents. The target stays the gold
+    # citations, which name documents of the prompt: without them no answer can be right.
+    closed_book_instruction = (
+        "Below are a query and an insight. Cite every document that contains the insight, "
+        "as bracketed document numbers such as [1][4]. Answer with the citations only."
+    )
+    closed_book_note = ("the gold citations are numbers of documents the closed-book prompt does not show, so no "
+                        "answer can be right: any credit comes from guessing document numbers (the trivial "
+                        "baseline measures that), not from memory")
     primary_needle = "insight"
     head_kinds = {"retrieval": ("citation",), "insight": ("insight",)}
     cross_task_rows = (("summhay_insight", "insight"), ("summhay_retrieval", "retrieval"))
