@@ -6,8 +6,9 @@ CAUSAL = config["causal"]
 # Models whose own heads are knocked out (default: the real-data model and every synthetic one),
 # and synthetic models that receive the real-data model's heads by patching (default: all).
 # Conditions outside the study (study.*_conditions) are dropped, so a study subset stays valid.
-KNOCKOUT_CONDITIONS = [c for c in CAUSAL.get("knockout_conditions", ["real_full"] + SYNTHETIC) if c in CONDITIONS]
-PATCH_CONDITIONS = [c for c in CAUSAL.get("patch_conditions", SYNTHETIC) if c in SYNTHETIC]
+# A user dataset (datasets:) takes part where listed, for the tasks it has a file for.
+KNOCKOUT_CONDITIONS = [c for c in CAUSAL.get("knockout_conditions", ["real_full"] + SYNTHETIC) if c in CONDITIONS + USER]
+PATCH_CONDITIONS = [c for c in CAUSAL.get("patch_conditions", SYNTHETIC) if c in SYNTHETIC + USER]
 # Head kind that ranks heads (SummHay files also hold insight heads).
 CAUSAL_HEAD_KIND = "retrieval"
 
@@ -101,6 +102,9 @@ rule patching:
         recipient_heads=lambda wc: head_scores(wc.model, wc.task, wc.synthetic),
     output:
         "results/causal/{model}/{task}/{synthetic}/patching.parquet",
+    wildcard_constraints:
+        # recipients: the synthetic conditions and the user datasets
+        synthetic=study_vocabulary.wildcard_pattern(study_vocabulary.condition_names("synthetic") + USER),
     log:
         "logs/causal/patching/{model}/{task}/{synthetic}.log",
     benchmark:
@@ -128,12 +132,12 @@ rule patching:
 
 rule figure4:
     input:
-        lambda wc: expand(
-            "results/causal/{model}/{task}/{condition}/knockout.parquet",
-            model=wc.model,
-            task=TASKS,
-            condition=KNOCKOUT_CONDITIONS,
-        ),
+        lambda wc: [
+            f"results/causal/{wc.model}/{task}/{condition}/knockout.parquet"
+            for task in TASKS
+            for condition in KNOCKOUT_CONDITIONS
+            if condition in task_conditions(task)
+        ],
     output:
         figure=report(
             "results/figures/{model}/figure4.png",
@@ -156,18 +160,19 @@ rule figure4:
         resamples=config["evaluate"]["bootstrap_resamples"],
         alpha=config["evaluate"]["alpha"],
         seed=STUDY["seed"],
+        user_labels=USER_LABELS,
     script:
         "../workflow/scripts/figure4.py"
 
 
 rule table3:
     input:
-        lambda wc: expand(
-            "results/causal/{model}/{task}/{synthetic}/patching.parquet",
-            model=wc.model,
-            task=TASKS,
-            synthetic=PATCH_CONDITIONS,
-        ),
+        lambda wc: [
+            f"results/causal/{wc.model}/{task}/{synthetic}/patching.parquet"
+            for task in TASKS
+            for synthetic in PATCH_CONDITIONS
+            if synthetic in task_conditions(task)
+        ],
     output:
         markdown=report(
             "results/tables/{model}/table3.md",
@@ -190,5 +195,6 @@ rule table3:
         resamples=config["evaluate"]["bootstrap_resamples"],
         alpha=config["evaluate"]["alpha"],
         seed=STUDY["seed"],
+        user_labels=USER_LABELS,
     script:
         "../workflow/scripts/table3.py"
