@@ -282,9 +282,9 @@ def test_dry_run_schedules_the_user_condition_only_for_its_task(tmp_path):
 
 
 @pytest.mark.slow
-def test_user_condition_reaches_table1_with_its_label(tmp_path, smollm_dir):
-    """A real run: import, training, evaluation and Table 1 of a one-task study whose only
-    synthetic-like candidate is the user's dataset (nothing but Real (Full) besides it)."""
+def test_user_condition_reaches_table1_figure3_and_heatmap(tmp_path, smollm_dir):
+    """A real run: import, training, evaluation, Table 1, heads, similarity/Figure 3's table and the
+    heatmap of a one-task study whose only synthetic-like candidate is the user's dataset."""
     from slurm.workflow import link_model, run_snakemake
 
     from synthctx.schema import read_table
@@ -293,7 +293,8 @@ def test_user_condition_reaches_table1_with_its_label(tmp_path, smollm_dir):
     work = _workdir(tmp_path, config)
     link_model(Path(smollm_dir), work / "resources" / "models" / "smollm2-135m")
     env_target = "results/tables/smollm2-135m/table1.parquet"
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", env_target], cwd=work,
+    analyses = ["results/analysis/smollm2-135m/correlations.parquet", "results/figures/smollm2-135m/heatmap_mdqa.png"]
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", env_target, *analyses], cwd=work,
                           capture_output=True, text=True, timeout=1500,
                           env={**os.environ, "SYNTHCTX_VLLM_PYTHON": "/nonexistent"})
     assert proc.returncode == 0, proc.stderr[-6000:]
@@ -308,5 +309,39 @@ def test_user_condition_reaches_table1_with_its_label(tmp_path, smollm_dir):
     # the imported set records the fixture's hash; an unchanged fixture means nothing to do
     meta = read_metadata(work / "results/data/smollm2-135m/mdqa/train/lighthouse.parquet")
     assert meta["source_sha256"] == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
-    again = run_snakemake("-n", env_target, cwd=work, timeout=240)
+    # Figure 3: the user condition is a point, its score the Table 1 score; the heatmap has its panel
+    similarity = read_table(work / "results/analysis/smollm2-135m/similarity.parquet", "head_similarity")
+    mine = similarity[(similarity["condition"] == "lighthouse") & (similarity["head_kind"] == "retrieval")]
+    assert list(mine["task"]) == ["mdqa"] and abs(mine["score"].iloc[0] - row["score"]) < 1e-12
+    correlations = read_table(work / analyses[0], "correlations").set_index("measure")
+    assert correlations.loc["cosine", "n_conditions"] == int(mine["cosine"].notna().iloc[0])
+    assert (work / analyses[1]).stat().st_size > 5_000
+    again = run_snakemake("-n", env_target, *analyses, cwd=work, timeout=240)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_figure3_counts_user_conditions_as_synthetic_points(tmp_path, monkeypatch):
+    """The correlations rule passes the user datasets with the synthetic conditions: they are
+    points of the Spearman (n counts them) and the figure annotates them with their label."""
+    from synthctx.analysis.run import run_correlations
+    from synthctx.schema import read_table, write_table
+
+    rules = (REPO / "rules" / "analysis.smk").read_text()
+    assert "synthetic=SYNTHETIC + USER," in rules
+    study.register_user_labels({"myqa": "My QA set"})
+    rows = [{"model": "m", "task": "mdqa", "condition": c, "head_kind": "retrieval", "cosine": cos, "recall_topk": cos,
+             "recall_threshold": cos, "positive_heads": 3, "score": score}
+            for c, cos, score in [("real_full", 1.0, 0.9), ("symbolic", 0.2, 0.1), ("low_low", 0.5, 0.4),
+                                  ("myqa", 0.8, 0.7)]]
+    write_table(pd.DataFrame(rows), tmp_path / "similarity.parquet", "head_similarity")
+    labels = []
+    import matplotlib.axes
+
+    original = matplotlib.axes.Axes.annotate
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate",
+                        lambda self, text, *a, **k: labels.append(text) or original(self, text, *a, **k))
+    run_correlations(similarity_path=str(tmp_path / "similarity.parquet"), synthetic=["low_low", "symbolic", "myqa"],
+                     output=str(tmp_path / "correlations.parquet"), figure=str(tmp_path / "figure3.png"), seed=1)
+    corr = read_table(tmp_path / "correlations.parquet", "correlations").set_index("measure")
+    assert corr.loc["cosine", "n_conditions"] == 3 and corr.loc["cosine", "spearman_rho"] == pytest.approx(1.0)
+    assert "My QA set" in labels
