@@ -7,7 +7,8 @@ CAUSAL = config["causal"]
 # and synthetic models that receive the real-data model's heads by patching (default: all).
 # Conditions outside the study (study.*_conditions) are dropped, so a study subset stays valid.
 # A user dataset (datasets:) takes part where listed, for the tasks it has a file for.
-KNOCKOUT_CONDITIONS = [c for c in CAUSAL.get("knockout_conditions", ["real_full"] + SYNTHETIC) if c in CONDITIONS + USER]
+KNOCKOUT_CONDITIONS = [c for c in CAUSAL.get("knockout_conditions", ["real_full"] + SYNTHETIC)
+                       if c in CONDITIONS + USER]
 PATCH_CONDITIONS = [c for c in CAUSAL.get("patch_conditions", SYNTHETIC) if c in SYNTHETIC + USER]
 # Head kind that ranks heads (SummHay files also hold insight heads).
 CAUSAL_HEAD_KIND = "retrieval"

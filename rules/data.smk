@@ -150,14 +150,14 @@ def user_dataset_file(wildcards):
 
 def user_dataset_params(wildcards):
     """What the import depends on: the file's content (sha256, so a changed file re-runs the import
-    and everything after it, even with an old mtime), its label, the budget and the task's needle keys."""
+    and everything after it, even with an old mtime), the budget and the task's needle keys. Not
+    the label: it is display only (USER_LABELS reaches the rules that draw it)."""
     from synthctx.data.user import file_sha256
 
     source = user_dataset_file(wildcards)
     return {
         "task": wildcards.task,
         "condition": wildcards.condition,
-        "label": config["datasets"][wildcards.condition]["label"],
         # a missing file: Snakemake's missing-input error names it
         "sha256": file_sha256(source) if Path(source).is_file() else "",
         "context_tokens": config["models"][wildcards.model]["context_tokens"],

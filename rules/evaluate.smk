@@ -17,7 +17,8 @@ def eval_settings(wildcards):
 
 
 def adapter_args(wildcards):
-    return " ".join(f"--adapter {c}={adapter_dir(wildcards.model, wildcards.task, c)}" for c in task_trained(wildcards.task))
+    return " ".join(f"--adapter {c}={adapter_dir(wildcards.model, wildcards.task, c)}"
+                    for c in task_trained(wildcards.task))
 
 
 # The interpreter is part of the command (code), not of params: the backend key below
@@ -30,8 +31,10 @@ rule evaluate_task:
     input:
         eval="results/data/{model}/{task}/eval.parquet",
         model=ancient("resources/models/{model}/config.json"),
-        adapters=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_model.safetensors" for c in task_trained(wc.task)],
-        adapter_configs=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_config.json" for c in task_trained(wc.task)],
+        adapters=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_model.safetensors"
+                             for c in task_trained(wc.task)],
+        adapter_configs=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_config.json"
+                                    for c in task_trained(wc.task)],
     output:
         predictions="results/eval/{model}/{task}/predictions.parquet",
     log:

@@ -28,7 +28,7 @@ GOOD = json.loads(FIXTURE.read_text().splitlines()[0])
 
 
 def _import(source, output, tokenizer, *, task="mdqa", context_tokens=512, task_config=None, **kw):
-    return import_user_dataset(source, output, task=task, condition="lighthouse", label="Lighthouse QA",
+    return import_user_dataset(source, output, task=task, condition="lighthouse",
                                model="smollm2-135m", tokenizer=tokenizer, context_tokens=context_tokens,
                                task_config=task_config or {}, **kw)
 
@@ -59,8 +59,8 @@ def test_fixture_imports_with_located_needles_and_the_source_hash(smollm_tokeniz
     assert examples["lh-4"]["gold_doc_ids"] == ["2"]
     meta = read_metadata(out)
     assert meta["source_sha256"] == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
-    assert (meta["label"], meta["condition"], meta["kind"], meta["examples"]) == ("Lighthouse QA", "lighthouse",
-                                                                                 "user", 4)
+    assert (meta["condition"], meta["kind"], meta["examples"], meta["source"]) == ("lighthouse", "user", 4,
+                                                                                  str(FIXTURE))
     # read in place: the source is untouched and the artifact is a file of its own
     assert (FIXTURE.read_bytes(), FIXTURE.stat().st_mtime_ns) == before
     assert not out.is_symlink() and out.stat().st_ino != FIXTURE.stat().st_ino
@@ -285,11 +285,14 @@ def test_dry_run_schedules_the_user_condition_only_for_its_task(tmp_path):
 def test_user_condition_reaches_table1_figure3_and_heatmap(tmp_path, smollm_dir):
     """A real run: import, training, evaluation, Table 1, heads, similarity/Figure 3's table and the
     heatmap of a one-task study whose only synthetic-like candidate is the user's dataset."""
-    from slurm.workflow import link_model, run_snakemake
+    from slurm.workflow import dry_run_jobs, link_model, run_snakemake
 
     from synthctx.schema import read_table
 
-    config = _tiny_one_task_config(FIXTURE)
+    source = tmp_path / "mine" / "lighthouses.jsonl"  # a copy: the test changes it below
+    source.parent.mkdir()
+    source.write_bytes(FIXTURE.read_bytes())
+    config = _tiny_one_task_config(source)
     work = _workdir(tmp_path, config)
     link_model(Path(smollm_dir), work / "resources" / "models" / "smollm2-135m")
     env_target = "results/tables/smollm2-135m/table1.parquet"
@@ -318,6 +321,25 @@ def test_user_condition_reaches_table1_figure3_and_heatmap(tmp_path, smollm_dir)
     assert (work / analyses[1]).stat().st_size > 5_000
     again = run_snakemake("-n", env_target, *analyses, cwd=work, timeout=240)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # a new label redraws Table 1 and the figures only; nothing is imported or trained again
+    relabelled = copy.deepcopy(config)
+    relabelled["datasets"]["lighthouse"]["label"] = "Lighthouses"
+    (work / "config.yaml").write_text(yaml.safe_dump(relabelled))
+    plan = run_snakemake("-n", env_target, *analyses, cwd=work, timeout=240)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert {rule for rule, _ in dry_run_jobs(plan.stdout)} == {"table1", "correlations", "heatmap"}
+    # a changed file re-runs the import and what depends on it, even with its old modification time
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    stat = source.stat()
+    record = {**GOOD, "id": "lh-5", "question": "What colour is the Orrick Lighthouse?"}
+    source.write_text(source.read_text() + json.dumps(record) + "\n")
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    plan = run_snakemake("-n", env_target, *analyses, cwd=work, timeout=240)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    jobs = dry_run_jobs(plan.stdout)
+    assert {"import_user_dataset", "train_adapter", "evaluate_task", "heads", "table1"} <= {rule for rule, _ in jobs}
+    assert ("train_adapter", "results/adapters/smollm2-135m/mdqa/lighthouse/adapter_model.safetensors") in jobs
 
 
 def test_figure3_counts_user_conditions_as_synthetic_points(tmp_path, monkeypatch):

@@ -124,7 +124,7 @@ def _read_records(source: Path, *, task: str, condition: str):
                 raise ArtifactError(f"{where}: {error}") from None
 
 
-def import_user_dataset(source: str | Path, output: str | Path, *, task: str, condition: str, label: str, model: str,
+def import_user_dataset(source: str | Path, output: str | Path, *, task: str, condition: str, model: str,
                         tokenizer, context_tokens: int, task_config: Mapping[str, Any],
                         expected_sha256: str | None = None) -> list[dict[str, Any]]:
     """Check every record of ``source`` and write them as ``condition``'s training set for ``task``.
@@ -134,6 +134,7 @@ def import_user_dataset(source: str | Path, output: str | Path, *, task: str, co
     document). Each example must fit ``context_tokens`` (prompt + target with the model's chat
     template). ``task_config``: the ``data.<task>`` keys the task's needle search reads.
     ``expected_sha256`` (the rule's, taken when the workflow was planned): the file must still have it.
+    The label is not an input: it is display only, and changing it must not re-train anything.
     """
     from synthctx.data.context import fits_budget
     from synthctx.provenance import provenance
@@ -171,9 +172,9 @@ def import_user_dataset(source: str | Path, output: str | Path, *, task: str, co
         examples.append(example)
     if not examples:
         raise ArtifactError(f"{source}: no records (config datasets.{condition}.files.{task})")
-    meta = provenance(model=model, task=task, condition=condition, label=label, kind="user", source=str(source),
+    meta = provenance(model=model, task=task, condition=condition, kind="user", source=str(source),
                       source_sha256=sha256, examples=len(examples), context_tokens=context_tokens)
     write_examples(examples, str(output), meta)
-    log.info("%s/%s: imported %d examples of %s (sha256 %s) as %r (%s)", model, task, len(examples), source,
-             sha256[:12], condition, label)
+    log.info("%s/%s: imported %d examples of %s (sha256 %s) as %r", model, task, len(examples), source,
+             sha256[:12], condition)
     return examples
