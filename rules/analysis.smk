@@ -3,7 +3,7 @@
 
 
 def task_head_files(model, task):
-    return [f"results/heads/{model}/{task}/{condition}.parquet" for condition in CONDITIONS]
+    return [f"results/heads/{model}/{task}/{condition}.parquet" for condition in task_conditions(task)]
 
 
 rule similarity:
@@ -49,7 +49,9 @@ rule correlations:
         mem_mb=2000,
         runtime="10m",
     params:
-        synthetic=SYNTHETIC,
+        # user datasets are synthetic-like points of the Spearman (docs/user-datasets.md)
+        synthetic=SYNTHETIC + USER,
+        user_labels=USER_LABELS,
         # seeds the Spearman permutation test (used only above EXACT_MAX_N conditions)
         seed=STUDY["seed"],
     script:
@@ -99,6 +101,8 @@ rule heatmap:
     resources:
         mem_mb=2000,
         runtime="10m",
+    params:
+        user_labels=USER_LABELS,
     script:
         "../workflow/scripts/heatmap.py"
 

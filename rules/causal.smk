@@ -5,7 +5,8 @@
 CAUSAL = config["causal"]
 # Models whose own heads are knocked out (default: the real-data model and every synthetic one),
 # and synthetic models that receive the real-data model's heads by patching (default: all).
-# A named condition outside the study (study.*_conditions) is refused here, naming the key.
+# A named condition outside the study (study.*_conditions, or a user dataset of datasets:, which
+# takes part for the tasks it has a file for) is refused here, naming the key.
 from synthctx.config_checks import causal_conditions
 
 KNOCKOUT_CONDITIONS, PATCH_CONDITIONS = causal_conditions(config)
@@ -92,6 +93,9 @@ rule patching:
         recipient_heads=lambda wc: head_scores(wc.model, wc.task, wc.synthetic),
     output:
         "results/causal/{model}/{task}/{synthetic}/patching.parquet",
+    wildcard_constraints:
+        # recipients: the synthetic conditions and the user datasets
+        synthetic=study_vocabulary.wildcard_pattern(study_vocabulary.condition_names("synthetic") + USER),
     log:
         "logs/causal/patching/{model}/{task}/{synthetic}.log",
     benchmark:
@@ -112,12 +116,12 @@ rule patching:
 
 rule figure4:
     input:
-        lambda wc: expand(
-            "results/causal/{model}/{task}/{condition}/knockout.parquet",
-            model=wc.model,
-            task=TASKS,
-            condition=KNOCKOUT_CONDITIONS,
-        ),
+        lambda wc: [
+            f"results/causal/{wc.model}/{task}/{condition}/knockout.parquet"
+            for task in TASKS
+            for condition in KNOCKOUT_CONDITIONS
+            if condition in task_conditions(task)
+        ],
     output:
         figure=report(
             "results/figures/{model}/figure4.png",
@@ -140,18 +144,19 @@ rule figure4:
         resamples=config["evaluate"]["bootstrap_resamples"],
         alpha=config["evaluate"]["alpha"],
         seed=STUDY["seed"],
+        user_labels=USER_LABELS,
     script:
         "../workflow/scripts/figure4.py"
 
 
 rule table3:
     input:
-        lambda wc: expand(
-            "results/causal/{model}/{task}/{synthetic}/patching.parquet",
-            model=wc.model,
-            task=TASKS,
-            synthetic=PATCH_CONDITIONS,
-        ),
+        lambda wc: [
+            f"results/causal/{wc.model}/{task}/{synthetic}/patching.parquet"
+            for task in TASKS
+            for synthetic in PATCH_CONDITIONS
+            if synthetic in task_conditions(task)
+        ],
     output:
         markdown=report(
             "results/tables/{model}/table3.md",
@@ -174,5 +179,6 @@ rule table3:
         resamples=config["evaluate"]["bootstrap_resamples"],
         alpha=config["evaluate"]["alpha"],
         seed=STUDY["seed"],
+        user_labels=USER_LABELS,
     script:
         "../workflow/scripts/table3.py"

@@ -22,6 +22,21 @@ REAL = STUDY["real_conditions"]
 TRAINED = REAL + SYNTHETIC
 # Every evaluated condition: the trained ones plus the base model ("nonft").
 CONDITIONS = TRAINED + ["nonft"]
+# The user's own training sets (config datasets:, kind "user"), each for the tasks it has a file for.
+USER = study_vocabulary.user_condition_names(config)
+# Their display labels, a param of every rule that draws labels (study.register_user_labels).
+USER_LABELS = {name: config["datasets"][name]["label"] for name in USER}
+
+
+def task_trained(task):
+    """The conditions trained for one task (built-in ones, then the user datasets covering it):
+    every rule expanding over conditions asks this, so a (task, condition) without data is never requested."""
+    return study_vocabulary.trained_conditions(config, task)
+
+
+def task_conditions(task):
+    """The conditions evaluated on one task: task_trained(task) plus the base model ("nonft")."""
+    return study_vocabulary.evaluated_conditions(config, task)
 
 
 def _config_error(key, message):
@@ -51,7 +66,7 @@ if 2 * int(config["heads"]["niah"]["needles_per_set"]) > len(_NEEDLES):
 wildcard_constraints:
     model="|".join(map(re.escape, config["models"])),
     task=study_vocabulary.wildcard_pattern(study_vocabulary.task_names()),
-    condition="[a-z_]+",
+    condition="[a-z0-9_]+",
     synthetic=study_vocabulary.wildcard_pattern(study_vocabulary.condition_names("synthetic")),
 
 

@@ -184,3 +184,55 @@ rule download_raw_musique:
         verify=DOWNLOADS["verify"],
     script:
         "../workflow/scripts/download_raw.py"
+
+
+# ---- the user's own training sets (config datasets:, docs/user-datasets.md) ---------------
+
+
+def user_dataset_file(wildcards):
+    """The user's file of one (condition, task), read in place."""
+    files = config["datasets"][wildcards.condition]["files"]
+    if wildcards.task not in files:
+        _config_error(f"datasets.{wildcards.condition}.files", f"no file for task {wildcards.task!r} (it has "
+                      f"{sorted(files)}): nothing may request this condition for that task")
+    return files[wildcards.task]
+
+
+def user_dataset_params(wildcards):
+    """What the import depends on: the file's content (sha256, so a changed file re-runs the import
+    and everything after it, even with an old mtime), the budget and the task's needle keys. Not
+    the label: it is display only (USER_LABELS reaches the rules that draw it)."""
+    from synthctx.data.user import file_sha256
+
+    source = user_dataset_file(wildcards)
+    return {
+        "task": wildcards.task,
+        "condition": wildcards.condition,
+        # a missing file: Snakemake's missing-input error names it
+        "sha256": file_sha256(source) if Path(source).is_file() else "",
+        "context_tokens": config["models"][wildcards.model]["context_tokens"],
+        "task_config": {k: config["data"][wildcards.task][k] for k in get_task(wildcards.task).needle_data_keys},
+    }
+
+
+rule import_user_dataset:
+    input:
+        source=user_dataset_file,
+        model=ancient("resources/models/{model}/config.json"),
+    output:
+        examples="results/data/{model}/{task}/train/{condition}.parquet",
+    log:
+        "logs/import_user_dataset/{model}/{task}/{condition}.log",
+    wildcard_constraints:
+        condition=study_vocabulary.wildcard_pattern(USER),
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="15m",
+    params:
+        settings=user_dataset_params,
+    script:
+        "../workflow/scripts/import_user_dataset.py"

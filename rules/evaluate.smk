@@ -22,7 +22,8 @@ def eval_settings(wildcards):
 
 
 def adapter_args(wildcards):
-    return " ".join(f"--adapter {c}={adapter_dir(wildcards.model, wildcards.task, c)}" for c in TRAINED)
+    return " ".join(f"--adapter {c}={adapter_dir(wildcards.model, wildcards.task, c)}"
+                    for c in task_trained(wildcards.task))
 
 
 # The interpreter is part of the command (code), not of params: the backend key below
@@ -35,8 +36,10 @@ rule evaluate_task:
     input:
         eval="results/data/{model}/{task}/eval.parquet",
         model=ancient("resources/models/{model}/config.json"),
-        adapters=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_model.safetensors" for c in TRAINED],
-        adapter_configs=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_config.json" for c in TRAINED],
+        adapters=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_model.safetensors"
+                             for c in task_trained(wc.task)],
+        adapter_configs=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_config.json"
+                                    for c in task_trained(wc.task)],
     output:
         predictions="results/eval/{model}/{task}/predictions.parquet",
     log:
@@ -64,8 +67,8 @@ rule evaluate_task:
 
 
 def training_curve_paths(model):
-    """Every trained condition's training curve, task by task in TRAINED order."""
-    return [f"{adapter_dir(model, t, c)}/train_curve.parquet" for t in TASKS for c in TRAINED]
+    """Every trained condition's training curve, task by task in task_trained order."""
+    return [f"{adapter_dir(model, t, c)}/train_curve.parquet" for t in TASKS for c in task_trained(t)]
 
 
 rule table1:
@@ -100,6 +103,9 @@ rule table1:
             "synthetic": list(SYNTHETIC),
             "real": list(REAL),
             "evaluation": list(EVALUATION_ONLY),
+            # the user datasets of each task (trained after the built-in conditions: task_trained)
+            "user": {t: study_vocabulary.user_condition_names(config, t) for t in TASKS},
+            "user_labels": USER_LABELS,
             "resamples": config["evaluate"]["bootstrap_resamples"],
             "alpha": config["evaluate"]["alpha"],
             "seed": config["study"]["seed"],
@@ -133,7 +139,8 @@ rule training_curves:
     params:
         settings=lambda wc: {
             "model": wc.model,
-            "runs": [[t, c] for t in TASKS for c in TRAINED],
+            "runs": [[t, c] for t in TASKS for c in task_trained(t)],
+            "user_labels": USER_LABELS,
             "min_loss_drop": config["evaluate"]["min_loss_drop"],
         },
     script:

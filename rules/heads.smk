@@ -85,7 +85,7 @@ rule niah_heads:
 
 
 def heads_targets(model):
-    targets = [f"results/heads/{model}/{task}/{condition}.parquet" for task in TASKS for condition in CONDITIONS]
+    targets = [f"results/heads/{model}/{task}/{condition}.parquet" for task in TASKS for condition in task_conditions(task)]
     targets += [f"results/heads/{model}/niah/set1.parquet", f"results/heads/{model}/niah/set2.parquet"]
     return targets
 

@@ -27,7 +27,7 @@ rule train_adapter:
     benchmark:
         "logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv"
     wildcard_constraints:
-        condition="|".join(TRAINED),
+        condition=study_vocabulary.wildcard_pattern(TRAINED + USER),
     conda:
         "../envs/torch.yaml"
     # Trainings and evaluations are the long chain to Table 1 and the analyses: scheduled before

@@ -126,7 +126,7 @@ def test_causal_rules_run(tmp_path, smollm_tokenizer):
     assert set(summary["condition"]) == {"real_full", "low_low"}
     table = read_table(work / "results/tables/tiny/table3.parquet", "intervention_summary")
     assert set(table["intervention"]) == {"patch_intersection", "patch_complement", "patch_random"}
-    assert "| MDQA | Low×Low |" in (work / "results/tables/tiny/table3.md").read_text()
+    assert "| MDQA | Low / Low |" in (work / "results/tables/tiny/table3.md").read_text()
     report = subprocess.run([snakemake, "--configfile", "test-config.yaml", "--report", "report.html", "--", *targets],
                             cwd=work, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-4000:]

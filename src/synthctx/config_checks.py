@@ -15,7 +15,8 @@ def causal_conditions(config: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     summarise): ValueError naming the key and the values. So does a list left empty, and
     patching without the Real (Full) donor model."""
     study, causal = config["study"], config["causal"]
-    synthetic = list(study["synthetic_conditions"])
+    # a user dataset (config datasets:) is trained like a synthetic variant, for its own tasks
+    synthetic = list(study["synthetic_conditions"]) + list(config.get("datasets") or {})
     trained = list(study["real_conditions"]) + synthetic
     problems = []
 
@@ -33,9 +34,10 @@ def causal_conditions(config: Mapping[str, Any]) -> tuple[list[str], list[str]]:
                             "would have no inputs")
         return values
 
-    knockout = chosen("knockout_conditions", trained + ["nonft"], ["real_full"] + synthetic,
+    builtin = list(study["synthetic_conditions"])
+    knockout = chosen("knockout_conditions", trained + ["nonft"], ["real_full"] + builtin,
                       "trained conditions (or nonft)")
-    patch = chosen("patch_conditions", synthetic, synthetic, "synthetic conditions")
+    patch = chosen("patch_conditions", synthetic, builtin, "synthetic conditions (or user datasets)")
     if patch and "real_full" not in study["real_conditions"]:
         problems.append("causal.patch_conditions: patching moves the Real (Full) model's heads, but "
                         "study.real_conditions has no real_full")

@@ -137,9 +137,57 @@ def display_order(names: Iterable[str]) -> list[str]:
     return sorted(names, key=lambda c: (order.index(c) if c in order else len(order), names.index(c) if c not in order else 0))
 
 
+RESERVED_NAMES = (NONFT, TRIVIAL, "real")  # not condition names a user dataset may take ("real": eval examples)
+
+
+def user_datasets(config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The config's ``datasets`` section: condition name -> {label, files: {task: path}}."""
+    return dict(config.get("datasets") or {})
+
+
+def user_condition_names(config: Mapping[str, Any], task: str | None = None) -> list[str]:
+    """User datasets of the config (those with a file for ``task``, when given), in config order.
+
+    A file for a task outside ``study.tasks`` is ignored, so a study narrowed to fewer tasks
+    keeps its ``datasets`` section valid."""
+    tasks = set(config["study"]["tasks"])
+    return [name for name, spec in user_datasets(config).items()
+            if any(t in tasks for t in spec["files"]) and (task is None or task in spec["files"])]
+
+
+def trained_conditions(config: Mapping[str, Any], task: str) -> list[str]:
+    """The conditions trained for ``task``: real, synthetic, then the user datasets with a file
+    for it. Every rule that expands over conditions asks this (a user dataset may cover only
+    some tasks, so (model, task, condition) exists only where it has a file)."""
+    study = config["study"]
+    return list(study["real_conditions"]) + list(study["synthetic_conditions"]) + user_condition_names(config, task)
+
+
+def evaluated_conditions(config: Mapping[str, Any], task: str) -> list[str]:
+    """The conditions evaluated on ``task``: the trained ones plus the base model ``nonft``."""
+    return trained_conditions(config, task) + [NONFT]
+
+
+def register_user_labels(labels: Mapping[str, str]) -> None:
+    """Register user datasets (name -> label) in a job's process: the rules that draw labels pass
+    them as a param (``USER_LABELS`` in rules/common.smk), since a job never reads the config."""
+    for name, label in (labels or {}).items():
+        register_condition(Condition(name, "user", str(label)), replace=True)
+
+
 def register_from_config(config: Mapping[str, Any]) -> None:
     """Register every condition the config's ``study`` section names but nobody registered
-    (label = its name), with the kind of the list that names it; checks the kinds agree."""
+    (label = its name), with the kind of the list that names it; checks the kinds agree.
+    Each ``datasets`` entry is a condition of kind ``user`` with its configured label."""
+    for name, spec in user_datasets(config).items():
+        if name in RESERVED_NAMES:
+            raise ValueError(f"invalid config: datasets.{name}: {name!r} is reserved (the base model, the trivial "
+                             "baseline or the eval examples); choose another condition name")
+        known = _CONDITIONS.get(name)
+        if known is not None and known.kind != "user":
+            raise ValueError(f"invalid config: datasets.{name}: {name!r} is a {known.kind} condition of the study's "
+                             "vocabulary; choose another name for your dataset")
+        register_condition(Condition(name, "user", str(spec.get("label") or name)), replace=True)
     study = config.get("study", {})
     for key, kind in (("synthetic_conditions", "synthetic"), ("real_conditions", "real")):
         for name in study.get(key, []) or []:
@@ -250,6 +298,10 @@ def check_config(config: Mapping[str, Any]) -> None:
         if native and budget and budget > native and not spec.get("rope_theta"):
             error(f"models.{name}.context_tokens", f"{budget} exceeds native_context {native}: set "
                                                    f"models.{name}.rope_theta (the raised RoPE base) or lower it")
+    for name, spec in user_datasets(config).items():
+        for task in spec["files"]:
+            if task not in known:
+                error(f"datasets.{name}.files.{task}", f"unknown task {task!r} (registered: {known})")
     register_from_config(config)
     for key in ("knockout_conditions", "patch_conditions"):
         for name in (config.get("causal") or {}).get(key) or []:

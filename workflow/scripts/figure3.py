@@ -7,8 +7,10 @@ Outputs: results/analysis/{model}/correlations.parquet (kind correlations),
 
 from synthctx.analysis.run import run_correlations
 from synthctx.logging_utils import setup_logging
+from synthctx.study import register_user_labels
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])
+register_user_labels(sm.params.user_labels)  # labels of the user datasets
 run_correlations(similarity_path=sm.input[0], synthetic=sm.params.synthetic, output=sm.output.table,
                  figure=sm.output.figure, seed=sm.params.seed)

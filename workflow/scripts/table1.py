@@ -11,15 +11,17 @@ Feeds:  Table 1 of the report; scores for the head-similarity correlations.
 
 from synthctx.evaluate.table1 import make_table1, task_extras
 from synthctx.logging_utils import setup_logging
+from synthctx.study import register_user_labels
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = setup_logging(sm.log[0])
 settings = sm.params.settings
-trained = list(settings["real"]) + list(settings["synthetic"])
-curves = list(sm.input.curves)
+register_user_labels(settings["user_labels"])  # labels of the user datasets
+curves = iter(sm.input.curves)  # task by task, each in the rule's task_trained order
 extras = {}
 for i, task in enumerate(settings["tasks"]):
-    task_curves = dict(zip(trained, curves[i * len(trained):(i + 1) * len(trained)], strict=True))
+    trained = list(settings["real"]) + list(settings["synthetic"]) + list(settings["user"].get(task, []))
+    task_curves = {condition: next(curves) for condition in trained}
     extras[task] = task_extras(task, sm.input.eval[i], sm.input.real_full[i], task_curves,
                                float(settings["min_loss_drop"]))
 table = make_table1(list(sm.input.predictions), sm.output.table, sm.output.markdown, sm.output.figure, settings, extras)

@@ -7,12 +7,14 @@ Feeds:  the report's training-health figure; logs a warning for each run whose l
 """
 
 from synthctx.logging_utils import setup_logging
+from synthctx.study import register_user_labels
 from synthctx.schema import read_table
 from synthctx.train.health import plot_training_curves
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 log = setup_logging(sm.log[0])
 settings = sm.params.settings
+register_user_labels(settings["user_labels"])  # labels of the user datasets
 curves = {}
 for (task, condition), path in zip(settings["runs"], sm.input.curves, strict=True):
     curves.setdefault(task, {})[condition] = read_table(path, "train_curve")

@@ -97,15 +97,19 @@ class TaskExtras:
 def build_table1(predictions: Mapping[str, pd.DataFrame], model: str, synthetic: Sequence[str], real: Sequence[str],
                  resamples: int, alpha: float, seed: int,
                  extras: Mapping[str, TaskExtras] | None = None,
-                 evaluation: Sequence[str] = ("nonft",)) -> pd.DataFrame:
+                 evaluation: Sequence[str] = ("nonft",),
+                 user: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """One row per (task, condition) from each task's ``predictions`` table (plus the trivial baseline
     row of a task whose ``extras`` give its scores). ``evaluation``: the evaluation-only conditions
-    (``study.evaluation_conditions``: ``nonft``, and ``closed_book`` when the study runs it)."""
+    (``study.evaluation_conditions``: ``nonft``, and ``closed_book`` when the study runs it).
+    ``user``: per task, the user datasets trained for it (config ``datasets:``); they compete with
+    the synthetic conditions for the column's best."""
     from synthctx.evaluate.baselines import distinct_predictions
 
-    order = [*synthetic, *real, *dict.fromkeys(["nonft", *evaluation])]
     rows = []
     for task, frame in predictions.items():
+        candidates = [*synthetic, *((user or {}).get(task) or [])]
+        order = [*candidates, *real, *dict.fromkeys(["nonft", *evaluation])]
         extra = (extras or {}).get(task) or TaskExtras()
         scores = frame.pivot_table(index="example_id", columns="condition", values="score", aggfunc="first")
         missing = [c for c in order if c not in scores.columns]
@@ -122,7 +126,7 @@ def build_table1(predictions: Mapping[str, pd.DataFrame], model: str, synthetic:
             scores[TRIVIAL] = [float(extra.trivial_scores[i]) for i in scores.index]
             columns.append(TRIVIAL)
         means = scores[order].mean()
-        best = max(synthetic, key=lambda c: (means[c], -list(synthetic).index(c)))
+        best = max(candidates, key=lambda c: (means[c], -candidates.index(c)))
         # One draw of example indices per task, shared by all conditions (paired).
         test_seed = derived_seed(seed, "table1", model, task)
 
@@ -342,7 +346,7 @@ def make_table1(prediction_paths: Sequence[str], table_path: str, markdown_path:
         predictions[task] = frame
     table = build_table1(predictions, settings["model"], settings["synthetic"], settings["real"],
                          int(settings["resamples"]), float(settings["alpha"]), int(settings["seed"]), extras,
-                         evaluation=settings.get("evaluation", ["nonft"]))
+                         evaluation=settings.get("evaluation", ["nonft"]), user=settings.get("user"))
     meta = provenance(seed=settings["seed"], model=settings["model"], resamples=settings["resamples"],
                       alpha=settings["alpha"], inputs=[str(p) for p in prediction_paths])
     write_table(table, table_path, "table1", meta)

@@ -11,7 +11,8 @@ What the stages take from a task:
   :meth:`load_candidates` (raw records -> buildable :class:`synthctx.data.context.Candidate`
   objects, each building one normalized example with its needle spans and kinds),
   :meth:`split` (eval / train; default: linked groups stay on one side), :meth:`real_counts`
-  and :meth:`set_stats` (task-specific dataset stats);
+  and :meth:`set_stats` (task-specific dataset stats); :meth:`locate_needles` (a user
+  dataset's needles and gold documents, when its records give none; docs/user-datasets.md);
 - prompts (every stage): :attr:`instruction` and :meth:`question_block`; the closed-book
   baseline's prompt (evaluation only): :attr:`closed_book_instruction`,
   :meth:`closed_book_content` and :attr:`closed_book_note`;
@@ -34,6 +35,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 # Synthetic conditions every built-in generator supports (concept x context, and symbolic).
 ALL_SYNTHETIC = ("high_high", "high_low", "low_high", "low_low", "symbolic")
+
+
+class RecordError(ValueError):
+    """A user record (docs/user-datasets.md) that breaks a rule of its task, naming the field;
+    the importer adds the file and line."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"field {field!r}: {message}")
+        self.field = field
 
 
 class Task:
@@ -65,6 +75,9 @@ class Task:
     synthetic_variants: tuple[str, ...] = ALL_SYNTHETIC
     synth_data_keys: tuple[str, ...] = ()  # data.<task> keys the synthetic examples follow
     variant_builder: Any = None  # a synthctx.synth.variants.Builder subclass
+
+    # data.<task> keys that locating the needles of a user's dataset reads (SummHay: min_insight_match)
+    needle_data_keys: tuple[str, ...] = ()
 
     # --- config
     raw_schema: Mapping[str, Any] = {"type": "object", "required": ["files"],
@@ -104,6 +117,26 @@ class Task:
     def set_stats(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """Task-specific statistics of one set of examples (dataset_stats rows)."""
         return {}
+
+    def locate_needles(self, example: Mapping[str, Any], task_config: Mapping[str, Any]) -> tuple[list[str], list[dict]]:
+        """(gold_doc_ids, needles) of a user's example that gives no needle spans (the import
+        of ``datasets:``, docs/user-datasets.md); raise :class:`RecordError` naming the field
+        when they cannot be located.
+
+        Default (short-answer tasks): ``answer`` needles at every whole-word, case-insensitive
+        occurrence of an answer in the gold documents, or, when the record names none, in every
+        document (those holding an answer become the gold documents), as for real MDQA."""
+        from synthctx.data.text import find_answer_spans
+
+        gold = list(example.get("gold_doc_ids") or [])
+        documents = [d for d in example["documents"] if not gold or d["doc_id"] in gold]
+        needles = [{"doc_id": d["doc_id"], "start": a, "end": b, "kind": "answer"}
+                   for d in documents for a, b in find_answer_spans(d["text"], example["answers"])]
+        if not needles:
+            where = f"the gold documents {gold}" if gold else "any document"
+            raise RecordError("answers", f"no answer of {list(example['answers'])} occurs (whole words, any case) in "
+                                         f"{where}")
+        return gold or list(dict.fromkeys(n["doc_id"] for n in needles)), needles
 
     # ------------------------------------------------------------------ prompts
     def question_block(self, example: Mapping[str, Any], meta: Mapping[str, Any]) -> str:

@@ -126,6 +126,44 @@ class SummHay(Task):
             )
         return stats
 
+    needle_data_keys = ("min_insight_match",)
+
+    def locate_needles(self, example, task_config):
+        """Gold documents from the record (or the citations of its target); per gold document an
+        ``insight`` needle on its best-matching sentence of the insight (the question; unigram F1
+        at least ``data.summhay.min_insight_match``, as for the real data) and a ``citation``
+        needle on its header number."""
+        import re
+
+        from synthctx.data.prompts import citation_span_in_header, citation_target
+        from synthctx.data.text import best_matching_sentence, split_sentences
+        from synthctx.tasks.base import RecordError
+
+        positions = {d["doc_id"]: i for i, d in enumerate(example["documents"], start=1)}
+        gold = list(example.get("gold_doc_ids") or re.findall(r"\[(\d+)\]", example["target"]))
+        if not gold:
+            raise RecordError("target", f"{example['target']!r} cites no document (SummHay targets are citations "
+                                        "such as [2][5]; or give gold_documents)")
+        for g in gold:
+            if g not in positions:
+                raise RecordError("target", f"cites document {g}, but the record has {len(positions)} documents")
+        if example["target"] != citation_target(gold):
+            raise RecordError("target", f"{example['target']!r} is not the citation of the gold documents "
+                                        f"{citation_target(gold)!r}")
+        minimum = float(task_config["min_insight_match"])
+        needles = []
+        for g in sorted(set(gold), key=int):
+            text = example["documents"][positions[g] - 1]["text"]
+            index, f1 = best_matching_sentence(text, example["question"])
+            if index < 0 or f1 < minimum:
+                raise RecordError("question", f"gold document {g} has no sentence stating the insight (best unigram "
+                                              f"F1 {f1:.2f} < data.summhay.min_insight_match {minimum})")
+            a, b = split_sentences(text)[index]
+            needles.append({"doc_id": g, "start": a, "end": b, "kind": "insight"})
+            start, end = citation_span_in_header(positions[g])
+            needles.append({"doc_id": g, "start": start, "end": end, "kind": "citation"})
+        return sorted(set(gold), key=int), needles
+
     def question_block(self, example: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         return f"\nQuery: {meta.get('query', '')}\nInsight: {example['question']}\nCitations:"
 
