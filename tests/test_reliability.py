@@ -267,8 +267,9 @@ def _mdqa_line(text: str = "Paris is the capital of France.") -> str:
 def test_truncated_and_non_gzip_files_name_the_file(tmp_path):
     import gzip
 
-    from synthctx.data.loaders import load_mdqa, load_summhay
     from synthctx.schema import ArtifactError
+    from synthctx.tasks.mdqa import load_mdqa
+    from synthctx.tasks.summhay import load_summhay
 
     good = gzip.compress((_mdqa_line() + "\n").encode() * 50)
     truncated = tmp_path / "truncated.jsonl.gz"
@@ -288,8 +289,10 @@ def test_truncated_and_non_gzip_files_name_the_file(tmp_path):
 def test_non_utf8_bytes_name_file_line_and_field(tmp_path):
     import json
 
-    from synthctx.data.loaders import load_musique, load_mdqa, load_summhay
     from synthctx.schema import ArtifactError
+    from synthctx.tasks.mdqa import load_mdqa
+    from synthctx.tasks.musique import load_musique
+    from synthctx.tasks.summhay import load_summhay
 
     path = tmp_path / "latin1.jsonl"  # line 2 holds a Latin-1 byte
     path.write_bytes((_mdqa_line() + "\n").encode() + _mdqa_line("Paris is the capital of FRANCE.").encode()
@@ -314,8 +317,8 @@ def test_musique_record_without_supporting_paragraph_is_dropped_under_its_own_re
     from collections import Counter
 
     from synthctx.data import splits
-    from synthctx.data.context import Candidate, build_musique
-    from synthctx.data.loaders import load_musique
+    from synthctx.data.context import Candidate
+    from synthctx.tasks.musique import build_musique, load_musique
 
     record = {"id": "2hop__7_8", "question": "Where was Orla born?", "answer": "Wend", "answer_aliases": [],
               "answerable": True,
