@@ -210,7 +210,7 @@ def test_pool_fingerprint_covers_backend_dtype_and_prompts():
     from synthctx.synth.backends import GenerationParams
     from synthctx.synth.pool import plan_pool, settings_fingerprint
 
-    params = GenerationParams(seed=2)
+    params = GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=2)  # the old defaults
     plan = plan_pool("mdqa", 8, 2)
 
     def fingerprint(backend="hf", dtype="float32", items=plan, attempts=2):
@@ -238,7 +238,7 @@ def test_resumed_pool_never_mixes_rows_of_another_dtype(tmp_path):
     from synthctx.synth.backends import GenerationParams
     from synthctx.synth.pool import generate_pool
 
-    params = GenerationParams(seed=2)
+    params = GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=2)  # the old defaults
     with pytest.raises(KeyboardInterrupt):
         generate_pool("mdqa", _engine_backend("hf", "float32", stop_after_calls=8), params, 20, tmp_path, "m",
                       batch_size=4)
