@@ -1,8 +1,8 @@
 """The task interface: everything the stages need to know about one task.
 
 A task is one module that subclasses :class:`Task`, fills in its attributes and methods, and
-calls ``register_task(MyTask())`` at import time (built-in tasks: ``synthctx.tasks.mdqa``,
-``musique``, ``summhay``; a researcher's own: any importable module named in config
+calls ``register_task(MyTask())`` at import time (built-in tasks: the modules of
+``synthctx.tasks.BUILTIN_TASKS``; a researcher's own: any importable module named in config
 ``study.task_modules``). docs/adding-a-task.md walks through one.
 
 What the stages take from a task:
