@@ -1,4 +1,4 @@
-# Data stage: the three real tasks in their original formats -> normalized examples fitted
+# Data stage: the study's real tasks in their original formats -> normalized examples fitted
 # to each model's context budget (eval split, Real (Full), Real (Limited), stats).
 # Raw files come from raw_data.local_dir, or from the download rules below when it is null.
 
@@ -16,34 +16,40 @@ def raw_files(task):
     return get_task(task).raw_files(config["raw_data"][task])
 
 
-def download_entry(task, file):
-    """(index, entry) of raw_data.downloads.<task> that fetches ``file`` (a rule output name)."""
-    for index, entry in enumerate(DOWNLOADS.get(task, [])):
-        if entry["file"] == file:
-            return index, entry
-    raise ValueError(f"raw_data.downloads.{task}: no entry for {file}")
+# Every file raw_data.downloads lists, by its path under the raw data folder: (task, index in the
+# task's list, entry). The task registry names the lists; the generic rules below fetch them.
+DOWNLOAD_FILES = {
+    entry["file"]: (task, index, entry)
+    for task in study_vocabulary.task_names()
+    for index, entry in enumerate(DOWNLOADS.get(task) or [])
+}
 
 
-def download_params(task, kind="file"):
-    """Params of a download job: the entry's URL, sha256 (and its config key) or archive member."""
-
-    def params(wildcards):
-        if kind == "archive":
-            entry, key = DOWNLOADS["archives"][wildcards.archive], f"raw_data.downloads.archives.{wildcards.archive}"
-            return {"url": entry["url"], "sha256": entry.get("sha256"), "key": f"{key}.sha256", "member": ""}
-        index, entry = download_entry(task, f"{task}/{wildcards.name}")
-        if entry.get("archive"):
-            return {"url": "", "sha256": None, "key": "", "member": Path(entry["file"]).name}
-        return {"url": entry["url"], "sha256": entry.get("sha256"), "member": "",
-                "key": f"raw_data.downloads.{task}[{index}].sha256"}
-
-    return params
+def download_input(wildcards):
+    """An archive member's job needs the (downloaded, checked) archive; a URL's job nothing."""
+    archive = DOWNLOAD_FILES[wildcards.file][2].get("archive")
+    return {"archive": f"resources/raw/{archive}"} if archive else {}
 
 
-def download_names(task):
-    """Wildcard constraint: exactly the file names raw_data.downloads.<task> lists."""
-    names = [re.escape(Path(e["file"]).name) for e in DOWNLOADS.get(task, [])]
-    return "|".join(names) if names else "(?!)"
+def download_params(wildcards):
+    """Params of a download job: the entry's URL, sha256 and its config key, or its archive member."""
+    task, index, entry = DOWNLOAD_FILES[wildcards.file]
+    if entry.get("archive"):
+        return {"url": "", "sha256": None, "key": "", "member": Path(entry["file"]).name}
+    return {"url": entry["url"], "sha256": entry.get("sha256"), "member": "",
+            "key": f"raw_data.downloads.{task}[{index}].sha256"}
+
+
+def archive_params(wildcards):
+    """Params of an archive's download job: its URL, sha256 and the sha256's config key."""
+    entry = DOWNLOADS["archives"][wildcards.archive]
+    return {"url": entry["url"], "sha256": entry.get("sha256"), "member": "",
+            "key": f"raw_data.downloads.archives.{wildcards.archive}.sha256"}
+
+
+def exactly(names):
+    """Wildcard constraint matching exactly ``names`` (nothing when there are none)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
 for _task in TASKS if DOWNLOADS else ():
@@ -51,6 +57,8 @@ for _task in TASKS if DOWNLOADS else ():
         _config_error(f"raw_data.downloads.{_task}", "raw_data.local_dir is null but no file to download is listed")
     for _index, _entry in enumerate(DOWNLOADS.get(_task) or []):
         _where = f"raw_data.downloads.{_task}[{_index}]"
+        if DOWNLOAD_FILES[_entry["file"]][1] != _index:
+            _config_error(f"{_where}.file", f"{_entry['file']!r} is listed twice")
         if not _entry["file"].startswith(f"{_task}/"):
             _config_error(f"{_where}.file", f"{_entry['file']!r} must lie under {_task}/")
         if bool(_entry.get("url")) == bool(_entry.get("archive")):
@@ -99,13 +107,17 @@ rule build_real_data:
 # ---- downloads (only requested when raw_data.local_dir is null) --------------------------
 
 
-rule download_raw_mdqa:
+# One job per listed file, whatever its task: fetched from its URL and checked, or extracted
+# from its archive.
+rule download_raw:
+    input:
+        unpack(download_input),
     output:
-        "resources/raw/mdqa/{name}",
+        "resources/raw/{file}",
     log:
-        "logs/download_raw/mdqa/{name}.log",
+        "logs/download_raw/{file}.log",
     wildcard_constraints:
-        name=download_names("mdqa"),
+        file=exactly(DOWNLOAD_FILES),
     conda:
         "../envs/torch.yaml"
     localrule: True
@@ -114,41 +126,20 @@ rule download_raw_mdqa:
         mem_mb=500,
         runtime="20m",
     params:
-        entry=download_params("mdqa"),
+        entry=download_params,
         verify=DOWNLOADS["verify"],
     script:
         "../workflow/scripts/download_raw.py"
 
 
-rule download_raw_summhay:
-    output:
-        "resources/raw/summhay/{name}",
-    log:
-        "logs/download_raw/summhay/{name}.log",
-    wildcard_constraints:
-        name=download_names("summhay"),
-    conda:
-        "../envs/torch.yaml"
-    localrule: True
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime="20m",
-    params:
-        entry=download_params("summhay"),
-        verify=DOWNLOADS["verify"],
-    script:
-        "../workflow/scripts/download_raw.py"
-
-
-rule download_raw_musique_archive:
-    # The official release is a Google Drive zip (StonyBrookNLP/musique download_data.sh).
+# An archive of raw_data.downloads.archives: fetched once, checked, deleted once its members are out.
+rule download_raw_archive:
     output:
         temp("resources/raw/{archive}"),
     log:
         "logs/download_raw/{archive}.log",
     wildcard_constraints:
-        archive="|".join(map(re.escape, DOWNLOADS["archives"])) or "(?!)",
+        archive=exactly(DOWNLOADS.get("archives") or {}),
     conda:
         "../envs/torch.yaml"
     localrule: True
@@ -157,30 +148,7 @@ rule download_raw_musique_archive:
         mem_mb=500,
         runtime="30m",
     params:
-        entry=download_params("musique", kind="archive"),
-        verify=DOWNLOADS["verify"],
-    script:
-        "../workflow/scripts/download_raw.py"
-
-
-rule download_raw_musique:
-    input:
-        archive=lambda wc: f"resources/raw/{download_entry('musique', f'musique/{wc.name}')[1]['archive']}",
-    output:
-        "resources/raw/musique/{name}",
-    log:
-        "logs/download_raw/musique/{name}.log",
-    wildcard_constraints:
-        name=download_names("musique"),
-    conda:
-        "../envs/torch.yaml"
-    localrule: True
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime="10m",
-    params:
-        entry=download_params("musique"),
+        entry=archive_params,
         verify=DOWNLOADS["verify"],
     script:
         "../workflow/scripts/download_raw.py"

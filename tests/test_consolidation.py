@@ -180,16 +180,16 @@ def test_causal_parameters_are_one_params_entry():
 
 
 def test_summhay_eval_haystacks_are_a_config_key(smollm_tokenizer):
-    from synthctx.data import loaders
     from synthctx.data.build import build_real_data
     from synthctx.schema import ArtifactError
+    from synthctx.tasks.summhay import load_summhay_files
 
     def build(**task_config):
         return build_real_data("summhay", SUMMHAY, smollm_tokenizer, task_config={**SUMMHAY_CONFIG, **task_config},
                                eval_examples=2, max_train_examples=None, limited_fraction=0.5, seed=1234,
                                context_tokens=1024)
 
-    ids = sorted(h.topic_id for h in loaders.load_summhay_files(SUMMHAY))
+    ids = sorted(h.topic_id for h in load_summhay_files(SUMMHAY))
 
     by_hash = build(eval_haystack_ids=None)
     hashed = {ex["meta"]["topic_id"] for ex in by_hash.eval}

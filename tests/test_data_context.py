@@ -10,12 +10,15 @@ import pytest
 import yaml
 
 from conftest import FIXTURES, REPO
-from synthctx.data import context, loaders, splits
+from synthctx.data import splits
 from synthctx.data.build import build_real_data, needle_depth, write_real_data
 from synthctx.data.examples import read_examples, validate_example
 from synthctx.data.prompts import citation_span_in_header, citation_target, document_header, prompt_length
 from synthctx.data.text import answer_matches, normalize_answer
 from synthctx.schema import ArtifactError, read_metadata, read_table
+from synthctx.tasks.mdqa import build_mdqa, compose_mdqa, load_mdqa, mdqa_gold_position
+from synthctx.tasks.musique import ParagraphPool, build_musique, load_musique
+from synthctx.tasks.summhay import build_summhay, load_summhay, load_summhay_files
 
 RAW = FIXTURES / "raw"
 MDQA = [str(RAW / "mdqa" / "nq-open-small.jsonl")]
@@ -70,7 +73,7 @@ def test_mdqa_examples(smollm_tokenizer):
         assert len(ex["documents"]) == 5 and ex["target"] == ex["answers"][0]
         gold = doc_of(ex, ex["gold_doc_ids"][0])
         assert ex["meta"]["gold_position"] == int(ex["gold_doc_ids"][0]) - 1
-        assert gold["text"] == next(r.gold.text for r in loaders.load_mdqa(MDQA[0]) if r.record_id == ex["example_id"])
+        assert gold["text"] == next(r.gold.text for r in load_mdqa(MDQA[0]) if r.record_id == ex["example_id"])
         # distractors keep retrieval order around the moved gold passage
         ids = ex["meta"]["distractor_ids"]
         assert ids == sorted(ids)
@@ -79,28 +82,28 @@ def test_mdqa_examples(smollm_tokenizer):
 
 
 def test_mdqa_fixed_gold_position_and_trimming(smollm_tokenizer):
-    record = loaders.load_mdqa(MDQA[0])[0]
-    full = context.build_mdqa(record, seed=1, num_documents=5, gold_position=3, tokenizer=smollm_tokenizer,
+    record = load_mdqa(MDQA[0])[0]
+    full = build_mdqa(record, seed=1, num_documents=5, gold_position=3, tokenizer=smollm_tokenizer,
                               context_tokens=BUDGET).example
     assert full["gold_doc_ids"] == ["4"] and len(full["documents"]) == 5
     # A budget between the 2-document and the 5-document prompt: distractors go from the end.
-    two = context.compose_mdqa(record, record.distractors[:1], 1, 3)
+    two = compose_mdqa(record, record.distractors[:1], 1, 3)
     tight = prompt_length(two, smollm_tokenizer)
-    trimmed = context.build_mdqa(record, seed=1, num_documents=5, gold_position=3, tokenizer=smollm_tokenizer,
+    trimmed = build_mdqa(record, seed=1, num_documents=5, gold_position=3, tokenizer=smollm_tokenizer,
                                  context_tokens=tight).example
     assert len(trimmed["documents"]) == 2
     assert [d["title"] for d in trimmed["documents"]] == ["Whaling in Nantucket", "Moby-Dick"]
     assert trimmed["meta"]["prompt_tokens"] <= tight
-    dropped = context.build_mdqa(record, seed=1, num_documents=5, gold_position=3, tokenizer=smollm_tokenizer,
+    dropped = build_mdqa(record, seed=1, num_documents=5, gold_position=3, tokenizer=smollm_tokenizer,
                                  context_tokens=40)
     assert dropped.example is None and dropped.reason == "budget"
 
 
 def test_mdqa_uniform_positions_vary_and_are_seeded():
-    records = loaders.load_mdqa(MDQA[0])
-    draws = [context.mdqa_gold_position(r, s, 5, "uniform") for r in records for s in range(10)]
+    records = load_mdqa(MDQA[0])
+    draws = [mdqa_gold_position(r, s, 5, "uniform") for r in records for s in range(10)]
     assert set(draws) == {0, 1, 2, 3, 4}
-    assert draws == [context.mdqa_gold_position(r, s, 5, "uniform") for r in records for s in range(10)]
+    assert draws == [mdqa_gold_position(r, s, 5, "uniform") for r in records for s in range(10)]
 
 
 # ----------------------------------------------------------------- MuSiQue
@@ -126,7 +129,7 @@ def test_musique_examples(smollm_tokenizer):
     # padded example: 4 own paragraphs + 2 from other questions without the answer
     padded = examples["3hop1__501_502_503"]
     assert len(padded["documents"]) == 6 and padded["meta"]["padding_paragraphs"] == 2
-    own = {p.text for p in loaders.load_musique(MUSIQUE[1])[0].paragraphs}
+    own = {p.text for p in load_musique(MUSIQUE[1])[0].paragraphs}
     pads = [d["text"] for d in padded["documents"] if d["text"] not in own]
     assert len(pads) == 2 and all("ardmore" not in t.lower() for t in pads)
     for e in all_examples(data):
@@ -135,17 +138,17 @@ def test_musique_examples(smollm_tokenizer):
 
 
 def test_musique_trim_keeps_supporting(smollm_tokenizer):
-    record = loaders.load_musique(MUSIQUE[0])[0]
-    pool = context.ParagraphPool([record])
-    full = context.build_musique(record, seed=3, num_paragraphs=8, pool=pool, tokenizer=smollm_tokenizer,
+    record = load_musique(MUSIQUE[0])[0]
+    pool = ParagraphPool([record])
+    full = build_musique(record, seed=3, num_paragraphs=8, pool=pool, tokenizer=smollm_tokenizer,
                                  context_tokens=BUDGET).example
     assert len(full["documents"]) == 8
     tight = full["meta"]["prompt_tokens"] - 40
-    trimmed = context.build_musique(record, seed=3, num_paragraphs=8, pool=pool, tokenizer=smollm_tokenizer,
+    trimmed = build_musique(record, seed=3, num_paragraphs=8, pool=pool, tokenizer=smollm_tokenizer,
                                     context_tokens=tight).example
     assert 3 <= len(trimmed["documents"]) < 8 and trimmed["meta"]["prompt_tokens"] <= tight
     assert sorted(doc_of(trimmed, g)["title"] for g in trimmed["gold_doc_ids"]) == ["Blue Glass", "Lumen X2", "Mara Quill"]
-    assert context.build_musique(record, seed=3, num_paragraphs=8, pool=pool, tokenizer=smollm_tokenizer,
+    assert build_musique(record, seed=3, num_paragraphs=8, pool=pool, tokenizer=smollm_tokenizer,
                                  context_tokens=60).reason == "budget"
 
 
@@ -163,7 +166,7 @@ def test_musique_four_hop_needles(smollm_tokenizer):
 
 def test_summhay_examples(smollm_tokenizer):
     data = build("summhay", smollm_tokenizer, eval_examples=10)
-    haystacks = {h.topic_id: h for h in loaders.load_summhay_files(SUMMHAY)}
+    haystacks = {h.topic_id: h for h in load_summhay_files(SUMMHAY)}
     insights = {i.insight_id: i.text for h in haystacks.values() for s in h.subtopics for i in s.insights}
     assert len(data.eval) + len(data.real_full) == 7  # 3 + 2 + 2 insights
     eval_topics = {e["meta"]["topic_id"] for e in data.eval}
@@ -196,17 +199,17 @@ def test_summhay_examples(smollm_tokenizer):
 
 
 def test_summhay_shrinks_excerpts_then_documents(smollm_tokenizer):
-    haystack = loaders.load_summhay(SUMMHAY[0])
+    haystack = load_summhay(SUMMHAY[0])
     subtopic = haystack.subtopics[0]
     insight = subtopic.insights[0]
     kwargs = dict(seed=5, num_documents=5, max_gold_documents=2, excerpt_sentences=4, min_insight_match=0.5,
                   tokenizer=smollm_tokenizer)
-    full = context.build_summhay(haystack, subtopic, insight, "x", context_tokens=BUDGET, **kwargs).example
+    full = build_summhay(haystack, subtopic, insight, "x", context_tokens=BUDGET, **kwargs).example
     tight = full["meta"]["prompt_tokens"] - 30
-    small = context.build_summhay(haystack, subtopic, insight, "x", context_tokens=tight, **kwargs).example
+    small = build_summhay(haystack, subtopic, insight, "x", context_tokens=tight, **kwargs).example
     assert small["meta"]["excerpt_sentences"] < 4 and len(small["documents"]) == 5
     assert needle_texts(small, "insight") == [insight.text] * 2
-    assert context.build_summhay(haystack, subtopic, insight, "x", context_tokens=50, **kwargs).reason == "budget"
+    assert build_summhay(haystack, subtopic, insight, "x", context_tokens=50, **kwargs).reason == "budget"
 
 
 # ----------------------------------------------------------------- splits and outputs

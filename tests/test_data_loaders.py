@@ -9,9 +9,11 @@ import shutil
 import pytest
 
 from conftest import FIXTURES
-from synthctx.data import loaders
 from synthctx.data.text import answer_matches, find_answer_spans, normalize_answer, split_sentences, unigram_f1
 from synthctx.schema import ArtifactError
+from synthctx.tasks.mdqa import load_mdqa
+from synthctx.tasks.musique import load_musique, load_musique_files
+from synthctx.tasks.summhay import load_summhay, load_summhay_files
 
 RAW = FIXTURES / "raw"
 MDQA = RAW / "mdqa" / "nq-open-small.jsonl"
@@ -50,7 +52,7 @@ def test_unigram_f1():
 
 
 def test_load_mdqa_values():
-    records = loaders.load_mdqa(MDQA)
+    records = load_mdqa(MDQA)
     assert [r.record_id for r in records] == [f"mdqa-{i:05d}" for i in range(7)]
     first = records[0]
     assert first.question == "who wrote the novel moby dick"
@@ -63,7 +65,7 @@ def test_load_mdqa_gzip(tmp_path):
     gz = tmp_path / "x.jsonl.gz"
     with gzip.open(gz, "wt") as handle:
         handle.write(MDQA.read_text())
-    assert len(loaders.load_mdqa(gz)) == 7
+    assert len(load_mdqa(gz)) == 7
 
 
 def _mdqa_lines():
@@ -81,28 +83,28 @@ def test_mdqa_bad_json_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ArtifactError, match=r"bad\.jsonl: line 3: invalid JSON"):
-        loaders.load_mdqa(path)
+        load_mdqa(path)
 
 
 def test_mdqa_missing_field(tmp_path):
     records = _mdqa_lines()
     del records[1]["answers"]
     with pytest.raises(ArtifactError, match=r"missing\.jsonl: line 2: field 'answers' is missing"):
-        loaders.load_mdqa(_write_lines(tmp_path / "missing.jsonl", records))
+        load_mdqa(_write_lines(tmp_path / "missing.jsonl", records))
 
 
 def test_mdqa_empty_documents(tmp_path):
     records = _mdqa_lines()
     records[3]["ctxs"] = []
     with pytest.raises(ArtifactError, match=r"line 4: field 'ctxs' is empty"):
-        loaders.load_mdqa(_write_lines(tmp_path / "empty.jsonl", records))
+        load_mdqa(_write_lines(tmp_path / "empty.jsonl", records))
 
 
 def test_mdqa_answer_not_in_gold(tmp_path):
     records = _mdqa_lines()
     records[0]["answers"] = ["Charles Dickens"]
     with pytest.raises(ArtifactError, match=r"noanswer\.jsonl: line 1: field 'answers'.*gold passage"):
-        loaders.load_mdqa(_write_lines(tmp_path / "noanswer.jsonl", records))
+        load_mdqa(_write_lines(tmp_path / "noanswer.jsonl", records))
 
 
 def test_mdqa_no_gold(tmp_path):
@@ -110,20 +112,20 @@ def test_mdqa_no_gold(tmp_path):
     records[0]["ctxs"][0]["isgold"] = False
     records[0]["ctxs"][0]["hasanswer"] = False
     with pytest.raises(ArtifactError, match=r"line 1: field 'ctxs' has no passage with isgold"):
-        loaders.load_mdqa(_write_lines(tmp_path / "nogold.jsonl", records))
+        load_mdqa(_write_lines(tmp_path / "nogold.jsonl", records))
 
 
 def test_mdqa_missing_file(tmp_path):
     with pytest.raises(ArtifactError, match="not found"):
-        loaders.load_mdqa(tmp_path / "absent.jsonl.gz")
+        load_mdqa(tmp_path / "absent.jsonl.gz")
 
 
 # ----------------------------------------------------------------- MuSiQue
 
 
 def test_load_musique_jsonl_and_array():
-    jsonl = loaders.load_musique(MUSIQUE_JSONL)
-    array = loaders.load_musique(MUSIQUE_ARRAY)
+    jsonl = load_musique(MUSIQUE_JSONL)
+    array = load_musique(MUSIQUE_ARRAY)
     assert [r.record_id for r in jsonl] == ["3hop1__101_102_103", "3hop2__201_202_203", "2hop__301_302", "3hop1__401_402_403"]
     assert [r.hops for r in jsonl] == [3, 3, 2, 3]
     assert [r.record_id for r in array] == ["3hop1__501_502_503", "4hop1__601_602_603_604"]
@@ -134,7 +136,7 @@ def test_load_musique_jsonl_and_array():
     assert [h.support_idx for h in first.decomposition] == [0, 3, 5]
     # the single-hop question ids tie composed questions together for the split
     assert [h.hop_id for h in first.decomposition] == ["101", "102", "103"]
-    assert len(loaders.load_musique_files([MUSIQUE_JSONL, MUSIQUE_ARRAY])) == 6
+    assert len(load_musique_files([MUSIQUE_JSONL, MUSIQUE_ARRAY])) == 6
 
 
 def test_musique_missing_sub_question_id(tmp_path):
@@ -144,13 +146,13 @@ def test_musique_missing_sub_question_id(tmp_path):
     path.write_text(json.dumps(records))
     with pytest.raises(ArtifactError, match=r"record 0 \(id 3hop1__501_502_503\): question_decomposition\[1\]: "
                                             r"field 'id' is missing"):
-        loaders.load_musique(path)
+        load_musique(path)
 
 
 def test_musique_array_with_leading_whitespace(tmp_path):
     path = tmp_path / "spaced.json"
     path.write_text("\n\n   " + MUSIQUE_ARRAY.read_text())
-    assert len(loaders.load_musique(path)) == 2
+    assert len(load_musique(path)) == 2
 
 
 def test_musique_missing_paragraph_text(tmp_path):
@@ -159,7 +161,7 @@ def test_musique_missing_paragraph_text(tmp_path):
     path = tmp_path / "arr.json"
     path.write_text(json.dumps(records))
     with pytest.raises(ArtifactError, match=r"arr\.json: record 1 \(id 4hop1__601_602_603_604\): paragraphs\[2\]: field 'paragraph_text' is missing"):
-        loaders.load_musique(path)
+        load_musique(path)
 
 
 def test_musique_bad_json_line(tmp_path):
@@ -167,7 +169,7 @@ def test_musique_bad_json_line(tmp_path):
     lines = MUSIQUE_JSONL.read_text().splitlines()
     path.write_text(lines[0] + "\n{not json\n")
     with pytest.raises(ArtifactError, match=r"bad\.jsonl: line 2: invalid JSON"):
-        loaders.load_musique(path)
+        load_musique(path)
 
 
 def test_musique_empty_paragraphs_and_duplicate_ids(tmp_path):
@@ -175,18 +177,18 @@ def test_musique_empty_paragraphs_and_duplicate_ids(tmp_path):
     records[1]["paragraphs"] = []
     path = _write_lines(tmp_path / "m.jsonl", records)
     with pytest.raises(ArtifactError, match=r"line 2 \(id 3hop2__201_202_203\): field 'paragraphs' is empty"):
-        loaders.load_musique(path)
+        load_musique(path)
     copy = tmp_path / "copy.jsonl"
     shutil.copy(MUSIQUE_JSONL, copy)
     with pytest.raises(ArtifactError, match="field 'id' also occurs"):
-        loaders.load_musique_files([MUSIQUE_JSONL, copy])
+        load_musique_files([MUSIQUE_JSONL, copy])
 
 
 # ----------------------------------------------------------------- SummHay
 
 
 def test_load_summhay_values():
-    haystacks = loaders.load_summhay_files(SUMMHAY)
+    haystacks = load_summhay_files(SUMMHAY)
     h1 = haystacks[0]
     assert h1.topic_id == "topic001"
     assert [s.query for s in h1.subtopics] == ["How did the gardens change food production?", "What support did the city give?"]
@@ -206,7 +208,7 @@ def test_summhay_empty_documents(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(raw))
     with pytest.raises(ArtifactError, match=r"t\.json \(topic topic001\): field 'documents' is empty"):
-        loaders.load_summhay(path)
+        load_summhay(path)
 
 
 def test_summhay_missing_insights_included(tmp_path):
@@ -215,7 +217,7 @@ def test_summhay_missing_insights_included(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(raw))
     with pytest.raises(ArtifactError, match=r"documents\[3\]: field 'insights_included' is missing"):
-        loaders.load_summhay(path)
+        load_summhay(path)
 
 
 def test_summhay_missing_query_and_bad_json(tmp_path):
@@ -224,7 +226,7 @@ def test_summhay_missing_query_and_bad_json(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(raw))
     with pytest.raises(ArtifactError, match=r"subtopics\[1\]: field 'query' is missing"):
-        loaders.load_summhay(path)
+        load_summhay(path)
     path.write_text('{"topic_id": "x",\n "subtopics": [}')
     with pytest.raises(ArtifactError, match=r"t\.json: line 2: invalid JSON"):
-        loaders.load_summhay(path)
+        load_summhay(path)

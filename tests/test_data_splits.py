@@ -12,9 +12,11 @@ import pytest
 import yaml
 
 from conftest import FIXTURES, REPO
-from synthctx.data import context, loaders, splits
+from synthctx.data import loaders, splits
 from synthctx.data.build import build_real_data
 from synthctx.schema import ArtifactError
+from synthctx.tasks.mdqa import load_mdqa
+from synthctx.tasks.musique import MusiqueRecord, ParagraphPool
 
 BUDGET = 1024
 MDQA_FIXTURE = [str(FIXTURES / "raw" / "mdqa" / "nq-open-small.jsonl")]
@@ -211,12 +213,12 @@ def test_padding_pool_skips_paragraphs_that_support_another_record():
                                  "is_supporting": False})
     records = []
     for r in raw:
-        records.append(loaders.MusiqueRecord(
+        records.append(MusiqueRecord(
             record_id=r["id"], question=r["question"], answer=r["answer"], aliases=(),
             paragraphs=tuple(loaders.Passage(p["title"], p["paragraph_text"], str(p["idx"])) for p in r["paragraphs"]),
             supporting=tuple(i for i, p in enumerate(r["paragraphs"]) if p["is_supporting"]),
             decomposition=(), hops=3, answerable=True, source_file="x"))
-    pool = context.ParagraphPool(records)
+    pool = ParagraphPool(records)
     texts = {p.text for _, p in pool.items}
     assert texts == {"A free paragraph about hills.", "A free paragraph about lakes."}
 
@@ -405,7 +407,7 @@ def test_shared_musique_split_shares_no_hop_or_paragraph(shared_splits, shared_d
 @pytest.mark.parametrize("name", ["default", "gpu-small"])
 def test_shared_mdqa_split_shares_no_gold_passage(shared_splits, shared_data, name):
     config, data = shared_splits[name, "mdqa"]
-    records = {r.record_id: r for r in loaders.load_mdqa(shared_files(config, "mdqa", shared_data)[0])}
+    records = {r.record_id: r for r in load_mdqa(shared_files(config, "mdqa", shared_data)[0])}
     golds = lambda exs: {page_key(records[e["example_id"]].gold.title, records[e["example_id"]].gold.text)  # noqa: E731
                          for e in exs}
     assert not golds(data.eval) & golds(data.real_full)

@@ -20,6 +20,7 @@ from snakemake.utils import validate
 from conftest import REPO
 from synthctx.data import context, loaders, splits
 from synthctx.data.build import build_real_data
+from synthctx.tasks.musique import ParagraphPool, load_musique_files
 
 BUDGET = 1024
 SEED = 1234
@@ -165,7 +166,7 @@ def test_shared_musique_gpu_small_train_hops_split_is_leak_free(shared_data, smo
     """gpu-small's split settings (eval 30 three-hop, train_hops [2, 3, 4], 8K tokens) at 20 paragraphs."""
     files = [str(shared_data / "musique" / name) for name in
              ("musique_ans_train_sample100.hipporag.json", "musique_ans_sample200.migres.jsonl")]
-    records = {r.record_id: r for r in loaders.load_musique_files(files)}
+    records = {r.record_id: r for r in load_musique_files(files)}
 
     def run(**extra):
         return build_real_data(
@@ -186,7 +187,7 @@ def test_shared_musique_gpu_small_train_hops_split_is_leak_free(shared_data, smo
     assert not shown(data.real_full) & evidence_keys(eval_recs)
     # padding (a prompt document from another record) is nobody's evidence, 2- and 4-hop included
     everyone = evidence_keys(records.values())
-    assert not {context.passage_key(p) for _, p in context.ParagraphPool(list(records.values())).items} & everyone
+    assert not {context.passage_key(p) for _, p in ParagraphPool(list(records.values())).items} & everyone
     for ex in data.eval + data.real_full:
         own = {context.passage_key(p) for p in records[ex["example_id"]].paragraphs}
         assert not (shown([ex]) - own) & everyone

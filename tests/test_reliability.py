@@ -210,7 +210,7 @@ def test_pool_fingerprint_covers_backend_dtype_and_prompts():
     from synthctx.synth.backends import GenerationParams
     from synthctx.synth.pool import plan_pool, settings_fingerprint
 
-    params = GenerationParams(seed=2)
+    params = GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=2)  # the old defaults
     plan = plan_pool("mdqa", 8, 2)
 
     def fingerprint(backend="hf", dtype="float32", items=plan, attempts=2):
@@ -238,7 +238,7 @@ def test_resumed_pool_never_mixes_rows_of_another_dtype(tmp_path):
     from synthctx.synth.backends import GenerationParams
     from synthctx.synth.pool import generate_pool
 
-    params = GenerationParams(seed=2)
+    params = GenerationParams(temperature=0.8, top_p=0.95, max_new_tokens=160, seed=2)  # the old defaults
     with pytest.raises(KeyboardInterrupt):
         generate_pool("mdqa", _engine_backend("hf", "float32", stop_after_calls=8), params, 20, tmp_path, "m",
                       batch_size=4)
@@ -267,8 +267,9 @@ def _mdqa_line(text: str = "Paris is the capital of France.") -> str:
 def test_truncated_and_non_gzip_files_name_the_file(tmp_path):
     import gzip
 
-    from synthctx.data.loaders import load_mdqa, load_summhay
     from synthctx.schema import ArtifactError
+    from synthctx.tasks.mdqa import load_mdqa
+    from synthctx.tasks.summhay import load_summhay
 
     good = gzip.compress((_mdqa_line() + "\n").encode() * 50)
     truncated = tmp_path / "truncated.jsonl.gz"
@@ -288,8 +289,10 @@ def test_truncated_and_non_gzip_files_name_the_file(tmp_path):
 def test_non_utf8_bytes_name_file_line_and_field(tmp_path):
     import json
 
-    from synthctx.data.loaders import load_musique, load_mdqa, load_summhay
     from synthctx.schema import ArtifactError
+    from synthctx.tasks.mdqa import load_mdqa
+    from synthctx.tasks.musique import load_musique
+    from synthctx.tasks.summhay import load_summhay
 
     path = tmp_path / "latin1.jsonl"  # line 2 holds a Latin-1 byte
     path.write_bytes((_mdqa_line() + "\n").encode() + _mdqa_line("Paris is the capital of FRANCE.").encode()
@@ -314,8 +317,8 @@ def test_musique_record_without_supporting_paragraph_is_dropped_under_its_own_re
     from collections import Counter
 
     from synthctx.data import splits
-    from synthctx.data.context import Candidate, build_musique
-    from synthctx.data.loaders import load_musique
+    from synthctx.data.context import Candidate
+    from synthctx.tasks.musique import build_musique, load_musique
 
     record = {"id": "2hop__7_8", "question": "Where was Orla born?", "answer": "Wend", "answer_aliases": [],
               "answerable": True,
@@ -421,14 +424,14 @@ def test_null_local_dir_downloads_exactly_the_files_the_loaders_read(tmp_path):
     jobs = dry_run_jobs(run.stdout)
     downloads = config["raw_data"]["downloads"]
     files = {task: {f"resources/raw/{e['file']}" for e in downloads[task]} for task in ("mdqa", "musique", "summhay")}
-    assert {out for rule, out in jobs if rule == "download_raw_mdqa"} == files["mdqa"] == {
-        "resources/raw/mdqa/nq-open-20_total_documents_gold_at_0.jsonl.gz"}
-    assert {out for rule, out in jobs if rule == "download_raw_musique"} == files["musique"] == {
+    # One generic rule for every task's files (one job each), one for archives.
+    assert sorted(out for rule, out in jobs if rule == "download_raw") == sorted(set().union(*files.values()))
+    assert files["mdqa"] == {"resources/raw/mdqa/nq-open-20_total_documents_gold_at_0.jsonl.gz"}
+    assert files["musique"] == {
         "resources/raw/musique/musique_ans_v1.0_train.jsonl", "resources/raw/musique/musique_ans_v1.0_dev.jsonl"}
-    assert {out for rule, out in jobs if rule == "download_raw_summhay"} == files["summhay"]
     assert len(files["summhay"]) == 10
-    assert {out for rule, out in jobs if rule == "download_raw_musique_archive"} == {
-        "resources/raw/musique/musique_v1.0.zip"}
+    assert [out for rule, out in jobs if rule == "download_raw_archive"] == ["resources/raw/musique/musique_v1.0.zip"]
+    assert not {rule for rule, _ in jobs if rule.startswith("download_raw")} - {"download_raw", "download_raw_archive"}
     for task in ("mdqa", "summhay"):
         for entry in downloads[task]:
             assert entry["url"].endswith("/" + Path(entry["file"]).name)

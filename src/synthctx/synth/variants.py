@@ -329,7 +329,7 @@ def hop_kinds(hops: int, last: str) -> list[str]:
 
 
 class MuSiQueBuilder(Builder):
-    """Chained relations of the task's ``synthetic_hops`` hops (tasks/musique.py: 3, the paper's)."""
+    """Chained relations of the task's ``synthetic_hops`` hops (a task attribute; the paper's multi-hop task: 3)."""
 
     @property
     def hops(self) -> int:

@@ -1,15 +1,18 @@
 """The task interface: everything the stages need to know about one task.
 
 A task is one module that subclasses :class:`Task`, fills in its attributes and methods, and
-calls ``register_task(MyTask())`` at import time (built-in tasks: ``synthctx.tasks.mdqa``,
-``musique``, ``summhay``; a researcher's own: any importable module named in config
+calls ``register_task(MyTask())`` at import time (built-in tasks: the modules of
+``synthctx.tasks.BUILTIN_TASKS``; a researcher's own: any importable module named in config
 ``study.task_modules``). docs/adding-a-task.md walks through one.
 
 What the stages take from a task:
 
-- data (``build_real_data``): :meth:`raw_files` (from config ``raw_data.<task>``),
-  :meth:`load_candidates` (raw records -> buildable :class:`synthctx.data.context.Candidate`
-  objects, each building one normalized example with its needle spans and kinds),
+- data (``build_real_data``): :meth:`raw_files` (from config ``raw_data.<task>``; with
+  ``raw_data.local_dir`` null the files of ``raw_data.downloads.<task>``, whose pinned URLs are
+  the only record of where a task's data comes from), :meth:`load_candidates` (the task's own
+  raw-file loader and example builder: raw records -> buildable
+  :class:`synthctx.data.context.Candidate` objects, each building one normalized example with
+  its needle spans and kinds),
   :meth:`split` (eval / train; default: linked groups stay on one side), :meth:`real_counts`
   and :meth:`set_stats` (task-specific dataset stats); :meth:`locate_needles` (a user
   dataset's needles and gold documents, when its records give none; docs/user-datasets.md);
@@ -89,10 +92,6 @@ class Task:
     def raw_files(self, raw_spec: Mapping[str, Any]) -> list[str]:
         """The raw files of the task, relative to ``raw_data.local_dir``."""
         return list(raw_spec["files"])
-
-    def download_url(self, relative: str) -> str | None:
-        """Public URL of a raw file (``raw_data.local_dir: null``); None: not downloadable."""
-        return None
 
     def load_candidates(self, raw_files: Sequence[str], tokenizer, task_config: Mapping[str, Any], seed: int,
                         context_tokens: int, counts: Counter) -> tuple[list, Any]:

@@ -5,14 +5,133 @@ normalization, max over the accepted answers)."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
 
+from synthctx.data.context import UNSPLIT, Built, Candidate, fit_to_budget, numbered_documents, passage_key, seeded_rng
+from synthctx.data.examples import make_example
+from synthctx.data.loaders import Passage, iter_json_records, require_field, string_field
+from synthctx.data.text import find_answer_spans, normalize_answer
+from synthctx.schema import ArtifactError
 from synthctx.tasks import register_task
 from synthctx.tasks.base import Task
 from synthctx.tasks.qa import QATask
 
-# Where the original files are published (used only when raw_data.local_dir is null).
-LITM_RAW = "https://github.com/nelson-liu/lost-in-the-middle/raw/HEAD/qa_data"
+
+# --------------------------------------------------------------------------- raw records
+# Lost in the Middle: gzipped or plain JSON Lines; each line has `question`, `answers` and `ctxs`
+# (`title`, `text`, `isgold`, `hasanswer`...).
+
+
+@dataclass(frozen=True)
+class MdqaRecord:
+    record_id: str  # mdqa-<0-based line index>: stable across files that share a prefix
+    question: str
+    answers: tuple[str, ...]
+    gold: Passage
+    distractors: tuple[Passage, ...]  # retrieval order
+
+
+def load_mdqa(path: str | Path) -> list[MdqaRecord]:
+    """Lost-in-the-Middle MDQA records; the gold passage must contain an answer."""
+    records = []
+    for index, (where, raw) in enumerate(iter_json_records(path)):
+        question = string_field(raw, "question", where)
+        answers = require_field(raw, "answers", list, where)
+        answers = tuple(a for a in answers if isinstance(a, str) and a.strip())
+        if not answers:
+            raise ArtifactError(f"{where}: field 'answers' has no non-empty answer string")
+        ctxs = require_field(raw, "ctxs", list, where)
+        if not ctxs:
+            raise ArtifactError(f"{where}: field 'ctxs' is empty (no documents)")
+        gold, distractors = None, []
+        for j, ctx in enumerate(ctxs):
+            cwhere = f"{where}: ctxs[{j}]"
+            passage = Passage(
+                title=string_field(ctx, "title", cwhere, allow_empty=True),
+                text=string_field(ctx, "text", cwhere),
+                source_id=str(ctx.get("id", "")) if isinstance(ctx, dict) else "",
+            )
+            is_gold = require_field(ctx, "isgold", bool, cwhere)
+            if is_gold:
+                if gold is not None:
+                    raise ArtifactError(f"{cwhere}: field 'isgold' is true for a second passage")
+                gold = passage
+            else:
+                # Distractors must not contain the answer (upstream keeps hasanswer == false only).
+                if require_field(ctx, "hasanswer", bool, cwhere):
+                    raise ArtifactError(f"{cwhere}: field 'hasanswer' is true for a non-gold passage")
+                distractors.append(passage)
+        if gold is None:
+            raise ArtifactError(f"{where}: field 'ctxs' has no passage with isgold == true")
+        if not find_answer_spans(gold.text, answers):
+            raise ArtifactError(f"{where}: field 'answers': no answer {list(answers)!r} occurs in the gold passage text")
+        records.append(
+            MdqaRecord(f"mdqa-{index:05d}", question, answers, gold, tuple(distractors))
+        )
+    if not records:
+        raise ArtifactError(f"{path}: no records")
+    return records
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def mdqa_links(record: MdqaRecord) -> tuple[str, ...]:
+    """Questions with the same gold passage (or the same question) share a split side."""
+    return ("gold:" + passage_key(record.gold), "question:" + normalize_answer(record.question))
+
+
+def mdqa_gold_position(record: MdqaRecord, seed: int, num_documents: int, gold_position: int | str) -> int:
+    """0-based gold position: seeded uniform over the slots, or the configured index."""
+    slots = min(num_documents, len(record.distractors) + 1)
+    if gold_position == "uniform":
+        return seeded_rng(seed, "mdqa-gold-position", record.record_id).randrange(slots)
+    return min(int(gold_position), slots - 1)
+
+
+def compose_mdqa(record: MdqaRecord, distractors: Sequence[Passage], gold_index: int, drawn: int) -> dict[str, Any]:
+    """One MDQA example: ``distractors`` in retrieval order, gold inserted at ``gold_index``."""
+    passages = list(distractors[:gold_index]) + [record.gold] + list(distractors[gold_index:])
+    gold_id = str(gold_index + 1)
+    needles = [
+        {"doc_id": gold_id, "start": a, "end": b, "kind": "answer"}
+        for a, b in find_answer_spans(record.gold.text, record.answers)
+    ]
+    return make_example(
+        example_id=record.record_id,
+        task="mdqa",
+        documents=numbered_documents(passages),
+        question=record.question,
+        answers=record.answers,
+        target=record.answers[0],
+        gold_doc_ids=[gold_id],
+        needles=needles,
+        meta={
+            "source_id": record.record_id,
+            "gold_position": gold_index,
+            "drawn_gold_position": drawn,
+            "num_documents": len(passages),
+            "distractor_ids": [p.source_id for p in distractors],
+        },
+        **UNSPLIT,
+    )
+
+
+def build_mdqa(
+    record: MdqaRecord, *, seed: int, num_documents: int, gold_position: int | str, tokenizer, context_tokens: int
+) -> Built:
+    """Gold + the first ``num_documents - 1`` distractors; distractors dropped from the end to fit."""
+    distractors = list(record.distractors[: max(num_documents - 1, 0)])
+    drawn = mdqa_gold_position(record, seed, num_documents, gold_position)
+
+    def variants() -> Iterator[dict[str, Any]]:
+        for n in range(len(distractors), -1, -1):
+            yield compose_mdqa(record, distractors[:n], min(drawn, n), drawn)
+
+    example, _ = fit_to_budget(variants(), tokenizer, context_tokens)
+    return Built(example, "" if example else "budget")
 
 
 class MDQA(QATask):
@@ -47,32 +166,20 @@ class MDQA(QATask):
     def raw_files(self, raw_spec: Mapping[str, Any]) -> list[str]:
         return [raw_spec["documents_file"]]
 
-    def download_url(self, relative: str) -> str | None:
-        # e.g. nq-open-20_total_documents_gold_at_0.jsonl.gz from qa_data/20_total_documents/
-        import re
-
-        found = re.fullmatch(r"(?:.*/)?nq-open-([0-9]+)_total_documents_(.+)\.jsonl\.gz", relative)
-        if not found:
-            return None
-        n, setting = found.groups()
-        return f"{LITM_RAW}/{n}_total_documents/nq-open-{n}_total_documents_{setting}.jsonl.gz"
-
     def load_candidates(self, raw_files: Sequence[str], tokenizer, task_config: Mapping[str, Any], seed: int,
                         context_tokens: int, counts: Counter):
-        from synthctx.data import context, loaders
-
         if len(raw_files) != 1:
             raise ValueError(f"mdqa takes one documents file, got {list(raw_files)}")
-        records = loaders.load_mdqa(raw_files[0])
+        records = load_mdqa(raw_files[0])
         counts["raw_records"] = len(records)
         return [
-            context.Candidate(
+            Candidate(
                 r.record_id, r.record_id,
-                lambda r=r: context.build_mdqa(
+                lambda r=r: build_mdqa(
                     r, seed=seed, num_documents=int(task_config["num_documents"]),
                     gold_position=task_config["gold_position"], tokenizer=tokenizer, context_tokens=context_tokens,
                 ),
-                links=context.mdqa_links(r),
+                links=mdqa_links(r),
             )
             for r in records
         ], {}

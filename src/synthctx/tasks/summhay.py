@@ -3,15 +3,290 @@ insight, cite every document that contains the insight. Table 1 metric: citation
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
 
+from synthctx.data.context import UNSPLIT, Built, Candidate, fit_to_budget, seeded_rng
+from synthctx.data.examples import make_example
+from synthctx.data.loaders import read_text, require_field, string_field
+from synthctx.data.prompts import citation_span_in_header, citation_target
+from synthctx.data.text import best_matching_sentence, split_sentences
+from synthctx.schema import ArtifactError
 from synthctx.tasks import register_task
 from synthctx.tasks.base import Task
 
-SUMMHAY_RAW = "https://github.com/salesforce/summary-of-a-haystack/raw/HEAD/data"
 # Fixed F1 bands of the insight-match shares in the stats, comparable across settings.
 INSIGHT_MATCH_BANDS = (0.5, 0.75, 1.0)
+
+
+# --------------------------------------------------------------------------- raw records
+# One JSON object per haystack with `subtopics[].insights[]`, `subtopics[].query`,
+# `documents[].document_text` and `documents[].insights_included`.
+
+
+@dataclass(frozen=True)
+class Insight:
+    insight_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Subtopic:
+    subtopic_id: str
+    query: str
+    insights: tuple[Insight, ...]
+
+
+@dataclass(frozen=True)
+class HaystackDocument:
+    document_id: str
+    position: int  # 1-based file position (SummHay's citation number)
+    text: str
+    insights: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Haystack:
+    topic_id: str
+    topic: str
+    subtopics: tuple[Subtopic, ...]
+    documents: tuple[HaystackDocument, ...]
+    source_file: str
+
+
+def load_summhay(path: str | Path) -> Haystack:
+    """One SummHay haystack (topic_*.json)."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: raw data file not found")
+    try:
+        raw = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{path}: line {err.lineno}: invalid JSON: {err.msg}") from err
+    where = str(path)
+    topic_id = string_field(raw, "topic_id", where)
+    where = f"{path} (topic {topic_id})"
+    subtopics = []
+    for i, st in enumerate(require_field(raw, "subtopics", list, where)):
+        swhere = f"{where}: subtopics[{i}]"
+        insights = []
+        for j, ins in enumerate(require_field(st, "insights", list, swhere)):
+            iwhere = f"{swhere}: insights[{j}]"
+            insights.append(Insight(string_field(ins, "insight_id", iwhere), string_field(ins, "insight", iwhere)))
+        subtopics.append(
+            Subtopic(
+                subtopic_id=string_field(st, "subtopic_id", swhere),
+                query=string_field(st, "query", swhere),
+                insights=tuple(insights),
+            )
+        )
+    if not subtopics:
+        raise ArtifactError(f"{where}: field 'subtopics' is empty")
+    documents = []
+    docs_raw = require_field(raw, "documents", list, where)
+    if not docs_raw:
+        raise ArtifactError(f"{where}: field 'documents' is empty")
+    for k, doc in enumerate(docs_raw):
+        dwhere = f"{where}: documents[{k}]"
+        included = require_field(doc, "insights_included", list, dwhere)
+        if not all(isinstance(x, str) for x in included):
+            raise ArtifactError(f"{dwhere}: field 'insights_included' is not a list of insight ids")
+        documents.append(
+            HaystackDocument(
+                document_id=str(doc.get("document_id", k)),
+                position=k + 1,
+                text=string_field(doc, "document_text", dwhere),
+                insights=frozenset(included),
+            )
+        )
+    return Haystack(
+        topic_id=topic_id,
+        topic=str(raw.get("topic", "")),
+        subtopics=tuple(subtopics),
+        documents=tuple(documents),
+        source_file=str(path),
+    )
+
+
+def load_summhay_files(paths) -> list[Haystack]:
+    haystacks = [load_summhay(p) for p in paths]
+    seen: dict[str, str] = {}
+    for h in haystacks:
+        if h.topic_id in seen:
+            raise ArtifactError(f"{h.source_file}: field 'topic_id' {h.topic_id} also in {seen[h.topic_id]}")
+        seen[h.topic_id] = h.source_file
+    return haystacks
+
+
+# --------------------------------------------------------------------------- examples
+
+
+@dataclass
+class _Excerpt:
+    document: HaystackDocument
+    sentences: list[tuple[int, int]]
+    insight_index: int  # -1 for non-gold documents
+    insight_f1: float
+    offset: float  # seeded fraction placing the window
+
+
+def _window(excerpt: _Excerpt, size: int) -> tuple[int, int]:
+    """Sentence window [lo, hi) of ``size`` sentences; gold windows keep the insight sentence."""
+    n = len(excerpt.sentences)
+    size = min(size, n)
+    if excerpt.insight_index >= 0:
+        lo_min, lo_max = max(0, excerpt.insight_index - size + 1), min(excerpt.insight_index, n - size)
+    else:
+        lo_min, lo_max = 0, n - size
+    lo = lo_min + min(int(excerpt.offset * (lo_max - lo_min + 1)), lo_max - lo_min)
+    return lo, lo + size
+
+
+def excerpt_text(excerpt: _Excerpt, size: int) -> tuple[str, tuple[int, int] | None]:
+    """The excerpt text (sentences joined by single spaces) and the insight sentence span in it."""
+    lo, hi = _window(excerpt, size)
+    parts, span, cursor = [], None, 0
+    text = excerpt.document.text
+    for i in range(lo, hi):
+        a, b = excerpt.sentences[i]
+        if parts:
+            cursor += 1
+        if i == excerpt.insight_index:
+            span = (cursor, cursor + (b - a))
+        parts.append(text[a:b])
+        cursor += b - a
+    return " ".join(parts), span
+
+
+def summhay_candidates(
+    haystack: Haystack,
+    *,
+    seed: int,
+    num_documents: int,
+    max_gold_documents: int,
+    excerpt_sentences: int,
+    min_insight_match: float,
+    tokenizer,
+    context_tokens: int,
+) -> list[Candidate]:
+    """One candidate per (subtopic, insight) of ``haystack``."""
+    out = []
+    for subtopic in haystack.subtopics:
+        for insight in subtopic.insights:
+            example_id = f"summhay-{haystack.topic_id}-{insight.insight_id}"
+            out.append(
+                Candidate(
+                    example_id=example_id,
+                    group=haystack.topic_id,
+                    build=(
+                        lambda st=subtopic, ins=insight, eid=example_id: build_summhay(
+                            haystack, st, ins, eid, seed=seed, num_documents=num_documents,
+                            max_gold_documents=max_gold_documents, excerpt_sentences=excerpt_sentences,
+                            min_insight_match=min_insight_match, tokenizer=tokenizer, context_tokens=context_tokens,
+                        )
+                    ),
+                )
+            )
+    return out
+
+
+def build_summhay(
+    haystack: Haystack,
+    subtopic,
+    insight,
+    example_id: str,
+    *,
+    seed: int,
+    num_documents: int,
+    max_gold_documents: int,
+    excerpt_sentences: int,
+    min_insight_match: float,
+    tokenizer,
+    context_tokens: int,
+) -> Built:
+    """Gold excerpts (keeping the insight sentence) mixed with non-gold excerpts, shuffled.
+
+    A gold document whose best-matching sentence has a unigram F1 below
+    ``min_insight_match`` with the insight is left out of the example altogether (it
+    would be a needle that does not state the insight, and as a non-gold document a
+    wrong citation target); an insight with no gold document left is dropped (reason
+    ``weak_insight_match``). Fitting order: excerpts shrink one sentence at a time (down
+    to one sentence), then non-gold documents are dropped (last drawn first).
+    """
+    gold_docs = [d for d in haystack.documents if insight.insight_id in d.insights]
+    if not gold_docs:
+        return Built(None, "no_gold_documents")
+    matches = [best_matching_sentence(d.text, insight.text) for d in gold_docs]
+    scores = tuple(f1 for _, f1 in matches)
+    strong = [(d, index, f1) for d, (index, f1) in zip(gold_docs, matches) if f1 >= min_insight_match]
+    if not strong:
+        return Built(None, "weak_insight_match", scores)
+    others = [d for d in haystack.documents if insight.insight_id not in d.insights]
+    rng = seeded_rng(seed, "summhay", example_id)
+    n_gold = min(max_gold_documents, len(strong), num_documents)
+    chosen_gold = rng.sample(strong, n_gold)
+    chosen_other = rng.sample(others, min(num_documents - n_gold, len(others)))
+    excerpts = []
+    for doc, index, f1 in chosen_gold:
+        excerpts.append(_Excerpt(doc, split_sentences(doc.text), index, f1, rng.random()))
+    for doc in chosen_other:
+        excerpts.append(_Excerpt(doc, split_sentences(doc.text), -1, 0.0, rng.random()))
+    slots = list(range(len(excerpts)))
+    rng.shuffle(slots)
+
+    def compose(size: int, n_other: int) -> dict[str, Any]:
+        kept = list(zip(slots, excerpts))[: n_gold + n_other]
+        kept.sort(key=lambda pair: pair[0])
+        documents, needles, gold_ids, insight_f1, source_positions = [], [], [], [], []
+        for position, (_, ex) in enumerate(kept, start=1):
+            text, span = excerpt_text(ex, size)
+            documents.append({"doc_id": str(position), "title": "", "text": text})
+            source_positions.append(ex.document.position)
+            if ex.insight_index >= 0:
+                gold_ids.append(str(position))
+                insight_f1.append(round(ex.insight_f1, 4))
+                needles.append({"doc_id": str(position), "start": span[0], "end": span[1], "kind": "insight"})
+                a, b = citation_span_in_header(position)
+                needles.append({"doc_id": str(position), "start": a, "end": b, "kind": "citation"})
+        target = citation_target(gold_ids)
+        return make_example(
+            example_id=example_id,
+            task="summhay",
+            documents=documents,
+            question=insight.text,
+            answers=[target],
+            target=target,
+            gold_doc_ids=gold_ids,
+            needles=needles,
+            meta={
+                "query": subtopic.query,
+                "topic_id": haystack.topic_id,
+                "subtopic_id": subtopic.subtopic_id,
+                "insight_id": insight.insight_id,
+                "source_file": haystack.source_file,
+                "source_positions": source_positions,
+                "source_document_ids": [ex.document.document_id for _, ex in kept],
+                "insight_f1": insight_f1,
+                "excerpt_sentences": size,
+                "num_documents": len(documents),
+                "gold_positions": [int(g) - 1 for g in gold_ids],
+                "gold_available": len(gold_docs),
+                "gold_below_match": len(gold_docs) - len(strong),
+            },
+            **UNSPLIT,
+        )
+
+    def variants() -> Iterator[dict[str, Any]]:
+        for size in range(excerpt_sentences, 0, -1):
+            yield compose(size, len(chosen_other))
+        for n_other in range(len(chosen_other) - 1, -1, -1):
+            yield compose(1, n_other)
+
+    example, _ = fit_to_budget(variants(), tokenizer, context_tokens)
+    return Built(example, "" if example else "budget", scores)
 
 
 class SummHay(Task):
@@ -62,22 +337,14 @@ class SummHay(Task):
 
         return SummHayBuilder
 
-    def download_url(self, relative: str) -> str | None:
-        import re
-
-        found = re.fullmatch(r"(?:.*/)?(topic_(?:news|conv)[0-9]+)\.json", relative)
-        return f"{SUMMHAY_RAW}/{found.group(1)}.json" if found else None
-
     def load_candidates(self, raw_files: Sequence[str], tokenizer, task_config: Mapping[str, Any], seed: int,
                         context_tokens: int, counts: Counter):
-        from synthctx.data import context, loaders
-
-        haystacks = loaders.load_summhay_files(raw_files)
+        haystacks = load_summhay_files(raw_files)
         counts["raw_records"] = sum(len(s.insights) for h in haystacks for s in h.subtopics)
         counts["haystacks"] = len(haystacks)
         out = []
         for h in haystacks:
-            out += context.summhay_candidates(
+            out += summhay_candidates(
                 h, seed=seed, num_documents=int(task_config["num_documents"]),
                 max_gold_documents=int(task_config["max_gold_documents"]),
                 excerpt_sentences=int(task_config["excerpt_sentences"]),
