@@ -41,6 +41,7 @@ import pandas as pd
 from synthctx.provenance import derived_seed
 from synthctx.schema import SCHEMAS, read_table
 from synthctx.study import CLOSED_BOOK  # the closed-book baseline's condition (the question only)
+from synthctx.tasks import get_task
 
 HOLDS = "holds"
 CONTRADICTED = "contradicted"
@@ -53,9 +54,6 @@ VERDICTS = (HOLDS, CONTRADICTED, INCONCLUSIVE, CANNOT, DEGENERATE, CONTROL_FAILS
 TRIVIAL = "trivial"
 NONFT = "nonft"
 REAL_FULL = "real_full"
-# The metric the paper's closed-book number is in, where it is not the Table 1 score (the
-# rebuttal calls MDQA's "accuracy": Lost in the Middle's answer-in-output, best_subspan_em).
-PAPER_CLOSED_BOOK_METRIC = {"mdqa": "best_subspan_em"}
 
 CLAIMS = {
     "C1": "Real (Full) scores above the best synthetic condition",
@@ -70,34 +68,25 @@ CLAIMS = {
           "(the question without the documents)",
 }
 
-# The paper's numbers (../shared/reference/STUDY.md section 8, paper-method.md section 6),
-# Llama-3-8B-Instruct / Mistral-7B-Instruct-v0.1.
-PAPER: dict[tuple[str, str], str] = {
-    ("C1", "mdqa"): "0.83 vs 0.49 / 0.64 vs 0.31",
-    ("C1", "musique"): "0.45 vs 0.41 / 0.20 vs 0.23 (Mistral: synthetic higher)",
-    ("C1", "summhay"): "0.81 vs 0.79 / 0.40 vs 0.38",
-    ("C2", "mdqa"): "0.49 vs 0.45 / 0.31 vs 0.12",
-    ("C2", "musique"): "0.41 vs 0.22 / 0.23 vs 0.03",
-    ("C2", "summhay"): "0.79 vs 0.40 / 0.38 vs 0.07",
-    ("C3", "musique"): "129 vs 112 and 74 of 1,024 heads (MuSiQue, Llama-3)",
-    ("C4", "musique:recall_topk"): "rho 0.75 (recall, MuSiQue, Llama-3; n = 5)",
-    ("C4", "mdqa:recall_topk"): "rho 0.23 / -0.27 (recall, MDQA)",
-    ("C5", ""): "large drop for top-10 heads, < 0.05 for 10 random heads (Figure 4)",
-    ("C6", "mdqa"): "Symbolic 0.48 -> 0.73 with Inter.; significant on MDQA and MuSiQue",
-    ("C6", "musique"): "High x High 0.37 -> 0.29 with Inter.; gains significant on MDQA and MuSiQue",
-    ("C6", "summhay"): "High x High 0.70 -> 0.75 Inter., 0.79 Rand.; not significant on SummHay",
-    ("C7", ""): "low off-diagonal cosines (Table 2; values not published)",
-    ("C8", ""): "Wu et al.: retrieval heads are universal and sparse (no number in this paper)",
-    ("CB", "mdqa"): "closed-book 0.333 / 0.209 (accuracy) vs Real (Full) 0.83 / 0.64",
-    ("CB", "musique"): "closed-book F1 0.086 / 0.042 vs Real (Full) 0.45 / 0.20",
+# The paper's numbers that hold for every task (../shared/reference/STUDY.md section 8,
+# paper-method.md section 6); per-task numbers live in each task module's ``paper_numbers``.
+PAPER: dict[str, str] = {
+    "C5": "large drop for top-10 heads, < 0.05 for 10 random heads (Figure 4)",
+    "C7": "low off-diagonal cosines (Table 2; values not published)",
+    "C8": "Wu et al.: retrieval heads are universal and sparse (no number in this paper)",
 }
 
 
 def paper_number(claim_id: str, task: str, subject: str = "") -> str:
-    for key in ((claim_id, f"{task}:{subject}"), (claim_id, task), (claim_id, "")):
-        if key in PAPER:
-            return PAPER[key]
-    return "not reported"
+    """The paper's number for a claim: the task module's (``paper_numbers``, keyed by claim id
+    or ``claim:subject``), else the task-independent one."""
+    from synthctx.tasks import task_names
+
+    numbers = dict(getattr(get_task(task), "paper_numbers", {}) or {}) if task in task_names() else {}
+    for key in (f"{claim_id}:{subject}", claim_id):
+        if key in numbers:
+            return numbers[key]
+    return PAPER.get(claim_id, "not reported")
 
 
 def condition_label(task: str, condition: str) -> str:
@@ -524,7 +513,7 @@ def _closed_book_claims(ctx: _Context) -> None:
                     + f"Real (Full) {real['score']:.3f}: memory reaches {_fmt(100 * share, 0)}% of the Real (Full) "
                       "score")
         frame = ctx.inputs.get(ctx.paths.predictions.get(task, ""), "predictions")
-        metric = PAPER_CLOSED_BOOK_METRIC.get(task)
+        metric = getattr(get_task(task), "paper_closed_book_metric", None)
         if frame is not None and metric:
             measured += (f"; {metric} (the paper's measure): closed book "
                          f"{_fmt(_metric_mean(frame, CLOSED_BOOK, metric), 3)}, Real (Full) "
@@ -682,15 +671,16 @@ def _causal_claims(ctx: _Context) -> None:
                 rests_on_real=True, rests_on=[condition])
 
 
-TABLE2_ROWS = (("mdqa", "mdqa", "retrieval"), ("musique", "musique", "retrieval"),
-               ("summhay_insight", "summhay", "insight"), ("summhay_retrieval", "summhay", "retrieval"))
+def _table2_rows(tasks) -> list[tuple[str, str, str]]:
+    """(Table 2 row name, task, head kind) of every task's rows (the task modules say which)."""
+    return [(name, task, kind) for task in tasks for name, kind in get_task(task).rows_of_table2()]
 
 
 def _specificity_claims(ctx: _Context) -> None:
     """C7: within-task split-half cosine vs Table 2's cross-task cosine, per Table 2 row."""
     test = "one-sided bootstrap over examples (each half and task resampled on its own)"
     table2 = ctx.inputs.get(ctx.paths.table2, "cross_task") if ctx.paths.table2 else None
-    rows = [(name, task, kind) for name, task, kind in TABLE2_ROWS if task in ctx.tasks]
+    rows = _table2_rows(ctx.tasks)
     matrices: dict[str, np.ndarray] = {}
     missing: dict[str, str] = {}
     for name, task, kind in rows:

@@ -23,7 +23,8 @@ What the stages take from a task:
   :meth:`trivial_predictions` and :attr:`trivial_description`;
 - heads: :attr:`head_kinds` (head kind -> needle kinds scored) and the success metric, a
   metric name of :meth:`score` (config ``heads.success_metric``);
-- analysis: :attr:`cross_task_rows` (Table 2 rows), :attr:`title`, :attr:`concept_labels`;
+- analysis: :attr:`cross_task_rows` (Table 2 rows), :attr:`title`, :attr:`concept_labels`,
+  :attr:`paper_numbers` (the paper's numbers beside the claims page's rows);
 - synthetic data: :attr:`synthetic_variants` (which conditions the task supports),
   :meth:`plan_pool` (the LLM-written pool), :attr:`variant_builder`, :meth:`finalize_synthetic`,
   :meth:`check_draft`, :meth:`pool_settings`, :attr:`synth_data_keys`;
@@ -70,6 +71,10 @@ class Task:
     primary_needle: str = "answer"  # the kind whose position is the example's needle depth
     head_kinds: Mapping[str, tuple[str, ...]] = {"retrieval": ("answer",)}  # head kind -> needle kinds
     cross_task_rows: tuple[tuple[str, str], ...] | None = None  # Table 2 (row name, head kind); None: (name, retrieval)
+    # The paper's numbers shown beside the claims page's rows (claim id or "claim:subject" -> text).
+    paper_numbers: dict[str, str] = {}
+    # The metric the paper's closed-book number is in, where it is not the Table 1 score.
+    paper_closed_book_metric: str | None = None
 
     # --- evaluation
     trivial_description: str = ""

@@ -136,6 +136,17 @@ def build_mdqa(
 
 class MDQA(QATask):
     name = "mdqa"
+    # The paper's numbers for the claims page (Llama-3-8B-Instruct / Mistral-7B-Instruct-v0.1;
+    # STUDY.md section 8, paper-method.md section 6), keyed by claim id or "claim:subject".
+    # The rebuttal's closed-book "accuracy" is Lost in the Middle's answer-in-output metric.
+    paper_closed_book_metric = "best_subspan_em"
+    paper_numbers = {
+        "C1": "0.83 vs 0.49 / 0.64 vs 0.31",
+        "C2": "0.49 vs 0.45 / 0.31 vs 0.12",
+        "C4:recall_topk": "rho 0.23 / -0.27 (recall, MDQA)",
+        "C6": "Symbolic 0.48 -> 0.73 with Inter.; significant on MDQA and MuSiQue",
+        "CB": "closed-book 0.333 / 0.209 (accuracy) vs Real (Full) 0.83 / 0.64",
+    }
     title = "MDQA"
     metric_description = "MDQA token F1"
     # Lost in the Middle's instruction, plus a request for a short answer (ours: the

@@ -284,6 +284,16 @@ def build_musique(
 
 class MuSiQue(QATask):
     name = "musique"
+    # The paper's numbers for the claims page (Llama-3-8B-Instruct / Mistral-7B-Instruct-v0.1;
+    # STUDY.md section 8, paper-method.md section 6), keyed by claim id or "claim:subject".
+    paper_numbers = {
+        "C1": "0.45 vs 0.41 / 0.20 vs 0.23 (Mistral: synthetic higher)",
+        "C2": "0.41 vs 0.22 / 0.23 vs 0.03",
+        "C3": "129 vs 112 and 74 of 1,024 heads (MuSiQue, Llama-3)",
+        "C4:recall_topk": "rho 0.75 (recall, MuSiQue, Llama-3; n = 5)",
+        "C6": "High x High 0.37 -> 0.29 with Inter.; gains significant on MDQA and MuSiQue",
+        "CB": "closed-book F1 0.086 / 0.042 vs Real (Full) 0.45 / 0.20",
+    }
     title = "MuSiQue"
     metric_description = "MuSiQue answer F1"
     instruction = (

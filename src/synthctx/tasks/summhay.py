@@ -291,6 +291,13 @@ def build_summhay(
 
 class SummHay(Task):
     name = "summhay"
+    # The paper's numbers for the claims page (Llama-3-8B-Instruct / Mistral-7B-Instruct-v0.1;
+    # STUDY.md section 8, paper-method.md section 6), keyed by claim id or "claim:subject".
+    paper_numbers = {
+        "C1": "0.81 vs 0.79 / 0.40 vs 0.38",
+        "C2": "0.79 vs 0.40 / 0.38 vs 0.07",
+        "C6": "High x High 0.70 -> 0.75 Inter., 0.79 Rand.; not significant on SummHay",
+    }
     title = "SummHay"
     metric_description = "SummHay citation F1"
     concept_labels = {"low": "Simplified"}  # the paper's name of the low-expression needle
