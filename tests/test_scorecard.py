@@ -270,11 +270,18 @@ def test_benchmark_seconds_missing_is_nan(tmp_path):
 
 
 def _tiny_scorecard_config(train_examples: int) -> dict:
+    """The e2e test's tiny config on MDQA alone: 5 of the fixture's 7 questions for evaluation, 4 of
+    them rank the heads (16 new tokens: the answer is reached, so some heads copy it), 2 train."""
     from test_workflow_e2e import _tiny_config
 
     config = _tiny_config()
     config["study"]["tasks"] = ["mdqa"]
-    config["scorecard"].update(train_examples=train_examples, stability_sizes=[1, 2], stability_draws=20)
+    config["data"]["eval_examples"] = 5
+    config["heads"].update(examples=4, max_new_tokens=16, task_examples={})
+    config["causal"].update(examples=1, task_examples={})
+    config["scorecard"].update(train_examples=train_examples, stability_sizes=[1, 2, 3, 4], stability_draws=20)
+    # one LoRA step at the CPU study's rate leaves the heads as they are: a larger step separates the probes
+    config["train"]["learning_rate"] = 3e-3
     return config
 
 
@@ -350,13 +357,20 @@ def test_scorecard_runs_on_the_tiny_config_for_one_task(tmp_path, smollm_dir):
     for r in cands.itertuples():
         if math.isfinite(r.cosine):
             assert r.cosine_ci_low - 1e-12 <= r.cosine <= r.cosine_ci_high + 1e-12
-    assert (retrieval["train_examples"] == 1).all() and (retrieval["real_examples"] == 2).all()
+    assert (retrieval["train_examples"] == 1).all() and (retrieval["real_examples"] == 4).all()
+    # the reference's heads copy: its own cosine is 1, and the candidates' similarities are defined
+    assert retrieval.loc["real_full", "positive_heads"] > 0 and ref_cos == pytest.approx(1.0)
+    assert cands["cosine"].notna().all() and cands["recall_topk"].notna().all()
+    # the rank follows the cosine (ties broken by recall)
+    assert list(cands.sort_values(["cosine", "recall_topk"], ascending=False).index) == list(cands.index)
     assert not retrieval["train_reused"].any() and not retrieval["heads_reused"].any()
     # the cost is the probe jobs' benchmark seconds: training and detection both ran
     assert (retrieval["cost_train_s"] > 0).all() and (retrieval["cost_heads_s"] > 0).all()
     assert np.allclose(retrieval["cost_s"], retrieval["cost_train_s"] + retrieval["cost_heads_s"])
     stab = read_table(base / "stability.parquet", "scorecard_stability")
-    assert list(stab[stab["head_kind"] == "retrieval"]["n"]) == [1, 2]
+    stab = stab[stab["head_kind"] == "retrieval"]
+    assert list(stab["n"]) == [1, 2, 3, 4] and list(stab["method"]) == ["disjoint"] * 2 + ["bootstrap"] * 2
+    assert stab["cosine_mean"].dropna().between(0, 1 + 1e-9).all()
     # the probe trained on the capped set (1 example), through the study's training script
     curve_dir = base / "symbolic" / "adapter"
     assert (curve_dir / "adapter_model.safetensors").stat().st_size > 0
@@ -364,6 +378,29 @@ def test_scorecard_runs_on_the_tiny_config_for_one_task(tmp_path, smollm_dir):
     from synthctx.schema import read_metadata
 
     heads_meta = read_metadata(base / "symbolic" / "heads.parquet")["heads"]
-    assert heads_meta["examples"] == 2 and heads_meta["max_new_tokens"] == 6 and heads_meta["batch_size"] == 2
+    assert heads_meta["examples"] == 4 and heads_meta["max_new_tokens"] == 16 and heads_meta["batch_size"] == 2
     assert heads_meta["token_match"] == "normalized"
     print("job-seconds:", float(retrieval["cost_s"].sum()))
+
+
+def test_one_real_example_gives_an_empty_stability_table(tmp_path, constructed):
+    """The e2e config ranks MuSiQue on a single example: no subset size fits, the scorecard still builds."""
+    from synthctx.schema import read_table
+
+    files, trains, costs = {}, {}, {}
+    for condition in ("real_full", "far"):
+        one = constructed[condition].iloc[:1]
+        files[condition], trains[condition], costs[condition] = _write_probe(tmp_path, condition, one, 2, (1.0, 1.0))
+    settings = {"train_examples": 5, "top_k": 5, "resamples": 200, "alpha": 0.05, "rank_by": "recall_topk",
+                "stability_sizes": [2, 5], "stability_draws": 10, "seed": 3}
+    paths = {k: str(tmp_path / k) for k in ("t.parquet", "t.md", "f.png", "s.parquet", "s.png")}
+    sc.run_scorecard(model=MODEL, task="musique", example_files=files, train_files=trains, costs=costs,
+                     reuse={c: [True, True] for c in files}, labels={}, settings=settings,
+                     table_path=paths["t.parquet"], markdown_path=paths["t.md"], figure_path=paths["f.png"],
+                     stability_path=paths["s.parquet"], stability_figure=paths["s.png"])
+    assert read_table(paths["s.parquet"], "scorecard_stability").empty
+    assert "No size of `scorecard.stability_sizes` fits" in Path(paths["t.md"]).read_text()
+    table = read_table(paths["t.parquet"], "scorecard").set_index("condition")
+    assert table.loc["far", "rank"] == 1 and table.loc["far", "real_examples"] == 1
+    # one example: every resample is that example, the interval is the point
+    assert table.loc["far", "cosine_ci_low"] == pytest.approx(table.loc["far", "cosine"])

@@ -425,17 +425,27 @@ def plot_stability(stability: pd.DataFrame, path: str, title: str) -> None:
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
     for kind, part in stability.groupby("head_kind", sort=True):
         for ax, (measure, low, high) in zip(axes, (("cosine_mean", "cosine_low", "cosine_high"),
                                                   ("overlap_mean", "overlap_low", "overlap_high"))):
-            ax.plot(part["n"], part[measure], marker="o", label=kind)
-            ax.fill_between(part["n"], part[low], part[high], alpha=0.2)
+            line, = ax.plot(part["n"], part[measure], marker="o", label=f"{kind} heads")
+            ax.fill_between(part["n"], part[low], part[high], alpha=0.2, color=line.get_color())
+            boot = part[part["method"] == "bootstrap"]
+            if not boot.empty:  # resamples sharing examples: open markers
+                ax.plot(boot["n"], boot[measure], "o", mfc="white", color=line.get_color())
+    sizes = sorted(stability["n"].unique()) if not stability.empty else []
     for ax, name in zip(axes, ("cosine", "top-K overlap")):
-        ax.set_xlabel("real examples n (per set)")
+        ax.set_xlabel("real examples n per set (open: bootstrap resamples)")
         ax.set_ylabel(name)
         ax.set_ylim(0, 1.02)
-        ax.set_xscale("log")
-        ax.legend()
+        if sizes:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(FixedLocator(sizes))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.legend(loc="lower right")
     if stability.empty:
         axes[0].text(0.5, 0.5, "no subset size fits", ha="center", transform=axes[0].transAxes)
     fig.suptitle(title)
