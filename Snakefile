@@ -27,6 +27,7 @@ include: "rules/heads.smk"
 include: "rules/analysis.smk"
 include: "rules/causal.smk"
 include: "rules/claims.smk"
+include: "rules/scorecard.smk"
 
 
 rule all:

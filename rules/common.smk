@@ -120,6 +120,9 @@ def all_targets():
         targets += analysis_targets(model)
         targets += causal_targets(model)
         targets += claims_targets(model)
+        # the scorecard (probes reuse the study's jobs where their settings match) and its
+        # comparison with Table 1: ~6 extra minutes on the CPU default (rules/scorecard.smk)
+        targets += scorecard_targets(model) + scorecard_vs_study_targets(model)
     return targets
 
 

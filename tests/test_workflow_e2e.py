@@ -195,6 +195,10 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
                  *(f"heatmap_{task}.png" for task in tasks))}
     expected |= {f"results/tables/{MODEL}/{name}" for name in ("niah_heads.md", "table2.md", "table3.md")}
     expected.add(f"results/reports/{MODEL}/claims.md")
+    # the scorecard (its probes are the study's jobs at this size) and its comparison with Table 1
+    expected |= {f"results/scorecard/{MODEL}/{task}/scorecard.md" for task in tasks}
+    expected |= {f"results/figures/{MODEL}/scorecard{kind}_{task}.png" for task in tasks for kind in ("", "_stability")}
+    expected.add(f"results/scorecard/{MODEL}/vs_study.md")
     with Browser(binary) as browser:
         entries = report_entries_in_browser(browser, work / "report.html")
         assert browser.exceptions == [], browser.exceptions

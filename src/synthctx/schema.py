@@ -171,6 +171,71 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("p_method", pa.string()),  # exact | permutation | undefined
         ]
     ),
+    # The synthetic-data scorecard (synthctx.analysis.scorecard): per task and head kind, every
+    # candidate's cheap probe (and the Real (Full) reference probe) against the reference, with
+    # percentile bootstrap intervals over the real examples (resampled jointly for both models).
+    "scorecard": pa.schema(
+        [
+            ("model", pa.string()),
+            ("task", pa.string()),
+            ("head_kind", pa.string()),
+            ("condition", pa.string()),
+            ("label", pa.string()),
+            ("role", pa.string()),  # reference | candidate
+            ("rank", pa.int32()),  # 1 = most similar to the reference (by scorecard.rank_by); null: reference
+            ("cosine", pa.float64()),
+            ("cosine_ci_low", pa.float64()),
+            ("cosine_ci_high", pa.float64()),
+            ("recall_topk", pa.float64()),
+            ("recall_ci_low", pa.float64()),
+            ("recall_ci_high", pa.float64()),
+            ("positive_heads", pa.int32()),
+            ("real_examples", pa.int32()),  # real eval examples decoded by both probes (resampled)
+            ("counted_examples", pa.int32()),  # of them, those counting toward this probe's scores
+            ("train_examples", pa.int32()),  # the probe's training-set size
+            ("train_reused", pa.bool_()),  # the probe is the full study's adapter (same training)
+            ("heads_reused", pa.bool_()),  # the probe's head scores are the full study's
+            ("cost_train_s", pa.float64()),  # job-seconds of the training job (Snakemake benchmark)
+            ("cost_heads_s", pa.float64()),  # job-seconds of the head-detection job
+            ("cost_s", pa.float64()),
+        ]
+    ),
+    # Stability of the reference probe's head ranking against the number of real examples: two
+    # disjoint random subsets of n examples (bootstrap resamples where 2n exceeds the examples).
+    "scorecard_stability": pa.schema(
+        [
+            ("model", pa.string()),
+            ("task", pa.string()),
+            ("head_kind", pa.string()),
+            ("n", pa.int32()),
+            ("available", pa.int32()),  # the reference probe's decoded examples
+            ("method", pa.string()),  # disjoint | bootstrap
+            ("draws", pa.int32()),  # draws with both head vectors non-zero (the means below)
+            ("cosine_mean", pa.float64()),
+            ("cosine_low", pa.float64()),
+            ("cosine_high", pa.float64()),
+            ("overlap_mean", pa.float64()),  # |top-K(a) & top-K(b)| / max(|top-K(a)|, |top-K(b)|)
+            ("overlap_low", pa.float64()),
+            ("overlap_high", pa.float64()),
+        ]
+    ),
+    # Does the scorecard predict the full study? Spearman of a scorecard measure with Table 1's
+    # score over the candidates, and the scorecard's cost as a fraction of the study's.
+    "scorecard_vs_study": pa.schema(
+        [
+            ("model", pa.string()),
+            ("task", pa.string()),
+            ("head_kind", pa.string()),
+            ("measure", pa.string()),  # cosine | recall_topk
+            ("spearman_rho", pa.float64()),
+            ("p_value", pa.float64()),  # two-sided permutation p (synthctx.analysis.similarity.spearman)
+            ("n_conditions", pa.int32()),
+            ("p_method", pa.string()),  # exact | permutation | undefined
+            ("scorecard_seconds", pa.float64()),  # the task's probes (reference included): train + heads
+            ("study_seconds", pa.float64()),  # the task's full-study trainings + its evaluation job
+            ("cost_fraction", pa.float64()),
+        ]
+    ),
     # Cross-task cosine similarity of real-trained head vectors (Table 2).
     "cross_task": pa.schema(
         [

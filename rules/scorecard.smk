@@ -1,0 +1,274 @@
+# scorecard stage: rank every candidate training set of a task (built-in synthetic variants and
+# the user's datasets) by the retrieval heads of a cheap probe, before training at full size
+# (synthctx.analysis.scorecard). A probe is the study's own training and head detection
+# (train_adapter.py, heads.py) with a training-example cap and another output folder,
+# results/scorecard/{model}/{task}/{condition}/; where a probe's settings equal the full study's
+# (scorecard.probe_reuse), the study's adapter and head scores are read instead.
+# `snakemake scorecard` needs no Table 1; `snakemake scorecard_vs_study` adds the comparison
+# with the full study (and so builds it).
+
+from synthctx.analysis import scorecard as scorecard_lib
+
+SCORECARD = config["scorecard"]
+
+
+def scorecard_dir(model, task, condition):
+    return f"results/scorecard/{model}/{task}/{condition}"
+
+
+def _reuse(task, condition):
+    return scorecard_lib.probe_reuse(config, task, condition)
+
+
+def probe_train_set(model, task, condition):
+    """The probe's training examples: the study's set itself when training is reused."""
+    if _reuse(task, condition)[0]:
+        return train_data(model, task, condition)
+    return f"{scorecard_dir(model, task, condition)}/train.parquet"
+
+
+def probe_adapter_dir(model, task, condition):
+    if _reuse(task, condition)[0]:
+        return adapter_dir(model, task, condition)
+    return f"{scorecard_dir(model, task, condition)}/adapter"
+
+
+def probe_head_examples(model, task, condition):
+    """The probe's per-example head scores: the study's when its heads job is the probe's."""
+    if _reuse(task, condition)[1]:
+        return f"results/heads/{model}/{task}/per_example/{condition}.parquet"
+    return f"{scorecard_dir(model, task, condition)}/per_example.parquet"
+
+
+def probe_costs(model, task, condition):
+    """Benchmark files of the jobs that made the probe (the study's where reused)."""
+    train, heads = _reuse(task, condition)
+    return {
+        "train": f"logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv"
+        if train
+        else f"logs/scorecard/train/{model}/{task}/{condition}.benchmark.tsv",
+        "heads": f"logs/heads/{model}/{task}/{condition}.benchmark.tsv"
+        if heads
+        else f"logs/scorecard/heads/{model}/{task}/{condition}.benchmark.tsv",
+    }
+
+
+def study_trained(task):
+    """The full study's trained conditions of a task: its real ones and the scorecard's candidates."""
+    return list(REAL) + scorecard_lib.scorecard_candidates(config, task)
+
+
+def scorecard_files(model, task):
+    base = f"results/scorecard/{model}/{task}"
+    return {
+        "table": f"{base}/scorecard.parquet",
+        "markdown": f"{base}/scorecard.md",
+        "figure": f"results/figures/{model}/scorecard_{task}.png",
+        "stability": f"{base}/stability.parquet",
+        "stability_figure": f"results/figures/{model}/scorecard_stability_{task}.png",
+    }
+
+
+def scorecard_targets(model):
+    return [f for task in TASKS for f in scorecard_files(model, task).values()]
+
+
+def scorecard_vs_study_targets(model):
+    return [f"results/scorecard/{model}/vs_study.parquet", f"results/scorecard/{model}/vs_study.md"]
+
+
+rule scorecard_train_set:
+    input:
+        data=lambda wc: train_data(wc.model, wc.task, wc.condition),
+    output:
+        "results/scorecard/{model}/{task}/{condition}/train.parquet",
+    log:
+        "logs/scorecard/train_set/{model}/{task}/{condition}.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    params:
+        cap=SCORECARD["train_examples"],
+        seed=STUDY["seed"],
+    script:
+        "../workflow/scripts/scorecard_train_set.py"
+
+
+# The study's training rule (same script, same params) on the capped set.
+rule scorecard_train:
+    input:
+        data="results/scorecard/{model}/{task}/{condition}/train.parquet",
+        model=ancient("resources/models/{model}/config.json"),
+    output:
+        adapter="results/scorecard/{model}/{task}/{condition}/adapter/adapter_model.safetensors",
+        adapter_config="results/scorecard/{model}/{task}/{condition}/adapter/adapter_config.json",
+        curve="results/scorecard/{model}/{task}/{condition}/adapter/train_curve.parquet",
+    log:
+        "logs/scorecard/train/{model}/{task}/{condition}.log",
+    benchmark:
+        "logs/scorecard/train/{model}/{task}/{condition}.benchmark.tsv"
+    conda:
+        "../envs/torch.yaml"
+    priority: 10
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime="4h",
+        gpu=gpu_resources(),
+    params:
+        settings=train_settings_params,
+        checkpoint_dir="results/checkpoints/scorecard/{model}/{task}/{condition}",
+    script:
+        "../workflow/scripts/train_adapter.py"
+
+
+# The study's head detection (same script, rule heads' params) on the probe's real examples.
+rule scorecard_heads:
+    input:
+        model=lambda wc: f"{model_dir(wc.model)}/config.json",
+        eval=lambda wc: eval_data(wc.model, wc.task),
+        adapter=lambda wc: f"{probe_adapter_dir(wc.model, wc.task, wc.condition)}/adapter_model.safetensors",
+    output:
+        scores="results/scorecard/{model}/{task}/{condition}/heads.parquet",
+        examples="results/scorecard/{model}/{task}/{condition}/per_example.parquet",
+    log:
+        "logs/scorecard/heads/{model}/{task}/{condition}.log",
+    benchmark:
+        "logs/scorecard/heads/{model}/{task}/{condition}.benchmark.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime="2h",
+        gpu=gpu_resources(),
+    params:
+        model_dir=lambda wc: model_dir(wc.model),
+        adapter_dir=lambda wc: probe_adapter_dir(wc.model, wc.task, wc.condition),
+        settings=lambda wc: load_settings(wc.model),
+        # rule heads' settings slice, with the probe's real examples (scorecard.real_examples,
+        # capped by the task's ranking part)
+        heads=lambda wc: {
+            **rules.heads.params.heads(wc),
+            "examples": scorecard_lib.real_examples(config, wc.task),
+        },
+        seed=STUDY["seed"],
+    script:
+        "../workflow/scripts/heads.py"
+
+
+rule scorecard_task:
+    input:
+        examples=lambda wc: [
+            probe_head_examples(wc.model, wc.task, c) for c in scorecard_lib.probed_conditions(config, wc.task)
+        ],
+        train_sets=lambda wc: [
+            probe_train_set(wc.model, wc.task, c) for c in scorecard_lib.probed_conditions(config, wc.task)
+        ],
+    output:
+        table="results/scorecard/{model}/{task}/scorecard.parquet",
+        markdown=report(
+            "results/scorecard/{model}/{task}/scorecard.md",
+            caption="../report/scorecard.rst",
+            category="Scorecard",
+            subcategory="{model}",
+            labels={"task": "{task}", "output": "table"},
+        ),
+        figure=report(
+            "results/figures/{model}/scorecard_{task}.png",
+            caption="../report/scorecard.rst",
+            category="Scorecard",
+            subcategory="{model}",
+            labels={"task": "{task}", "output": "ranked candidates"},
+        ),
+        stability="results/scorecard/{model}/{task}/stability.parquet",
+        stability_figure=report(
+            "results/figures/{model}/scorecard_stability_{task}.png",
+            caption="../report/scorecard_stability.rst",
+            category="Scorecard",
+            subcategory="{model}",
+            labels={"task": "{task}", "output": "stability vs real examples"},
+        ),
+    log:
+        "logs/scorecard/{model}/{task}.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime="15m",
+    params:
+        conditions=lambda wc: scorecard_lib.probed_conditions(config, wc.task),
+        labels=lambda wc: {
+            c: study_vocabulary.condition_label(c, wc.task) for c in scorecard_lib.probed_conditions(config, wc.task)
+        },
+        reuse=lambda wc: {c: list(_reuse(wc.task, c)) for c in scorecard_lib.probed_conditions(config, wc.task)},
+        costs=lambda wc: {
+            c: probe_costs(wc.model, wc.task, c) for c in scorecard_lib.probed_conditions(config, wc.task)
+        },
+        settings={
+            "train_examples": SCORECARD["train_examples"],
+            "top_k": config["heads"]["top_k"],
+            "resamples": SCORECARD.get("bootstrap_resamples") or config["evaluate"]["bootstrap_resamples"],
+            "alpha": config["evaluate"]["alpha"],
+            "rank_by": SCORECARD["rank_by"],
+            "stability_sizes": list(SCORECARD["stability_sizes"]),
+            "stability_draws": SCORECARD["stability_draws"],
+            "seed": STUDY["seed"],
+        },
+    script:
+        "../workflow/scripts/scorecard.py"
+
+
+rule scorecard_compare:
+    input:
+        scorecards=lambda wc: [scorecard_files(wc.model, t)["table"] for t in TASKS],
+        table1="results/tables/{model}/table1.parquet",
+        # the study's training and evaluation jobs must have run for their benchmark files
+        predictions=lambda wc: [f"results/eval/{wc.model}/{t}/predictions.parquet" for t in TASKS],
+    output:
+        table="results/scorecard/{model}/vs_study.parquet",
+        markdown=report(
+            "results/scorecard/{model}/vs_study.md",
+            caption="../report/scorecard.rst",
+            category="Scorecard",
+            subcategory="{model}",
+            labels={"task": "all", "output": "scorecard vs full study"},
+        ),
+    log:
+        "logs/scorecard/{model}/vs_study.log",
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    params:
+        tasks=TASKS,
+        study_costs=lambda wc: {
+            t: [f"logs/train_adapter/{wc.model}/{t}/{c}.benchmark.tsv" for c in study_trained(t)]
+            + [f"logs/evaluate_task/{wc.model}/{t}.benchmark.tsv"]
+            for t in TASKS
+        },
+        goal=SCORECARD["cost_goal"],
+        seed=STUDY["seed"],
+    script:
+        "../workflow/scripts/scorecard_vs_study.py"
+
+
+# Named targets: `snakemake scorecard` (every model and task; runs before the full study),
+# `snakemake scorecard_vs_study` (the scorecard against Table 1; builds the study too).
+rule scorecard:
+    input:
+        [f for m in MODELS for f in scorecard_targets(m)],
+
+
+rule scorecard_vs_study:
+    input:
+        [f for m in MODELS for f in scorecard_vs_study_targets(m)],
