@@ -7,7 +7,7 @@ from synthctx.analysis.claims import study_paths
 
 def claims_paths(model):
     """Every input of one model's claims page (standard artifact paths, docs/DESIGN.md)."""
-    return study_paths("results", model, TASKS, SYNTHETIC, KNOCKOUT_CONDITIONS, PATCH_CONDITIONS)
+    return study_paths("results", model, TASKS, SYNTHETIC, KNOCKOUT_CONDITIONS, PATCH_CONDITIONS, task_trained)
 
 
 def claims_targets(model):
@@ -41,6 +41,8 @@ rule claims_report:
             "synthetic": list(SYNTHETIC),
             "knockout_conditions": list(KNOCKOUT_CONDITIONS),
             "patch_conditions": list(PATCH_CONDITIONS),
+            # per task, the conditions trained for it (a user dataset covers only its own tasks)
+            "trained": {t: task_trained(t) for t in TASKS},
             "alpha": config["claims"]["alpha"],
             "min_distinct_fraction": config["claims"]["min_distinct_fraction"],
             "resamples": config["evaluate"]["bootstrap_resamples"],

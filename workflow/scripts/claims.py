@@ -17,5 +17,6 @@ sm = snakemake  # noqa: F821 - injected by Snakemake
 log = setup_logging(sm.log[0])
 settings = sm.params.settings
 paths = study_paths("results", settings["model"], settings["tasks"], settings["synthetic"],
-                    settings["knockout_conditions"], settings["patch_conditions"])
+                    settings["knockout_conditions"], settings["patch_conditions"],
+                    lambda task: settings["trained"][task])
 make_claims(paths, sm.output.table, sm.output.markdown, settings, log=log.info)

@@ -318,8 +318,14 @@ def head_examples_path(results: str, model: str, task: str, condition: str) -> s
 
 
 def study_paths(results: str, model: str, tasks: Sequence[str], synthetic: Sequence[str],
-                knockout_conditions: Sequence[str], patch_conditions: Sequence[str]) -> ClaimPaths:
-    """The standard artifact paths (docs/DESIGN.md) of one model's study under ``results``."""
+                knockout_conditions: Sequence[str], patch_conditions: Sequence[str],
+                trained: Callable[[str], Sequence[str]] | None = None) -> ClaimPaths:
+    """The standard artifact paths (docs/DESIGN.md) of one model's study under ``results``.
+    ``trained``: the conditions trained for a task (a user dataset covers only its own tasks;
+    None: every condition everywhere); knockout and patching paths exist only for those."""
+    def of(task: str, conditions: Sequence[str]) -> list[str]:
+        return [c for c in conditions if trained is None or c in trained(task) or c == "nonft"]
+
     return ClaimPaths(
         table1=f"{results}/tables/{model}/table1.parquet",
         predictions={t: f"{results}/eval/{model}/{t}/predictions.parquet" for t in tasks},
@@ -328,9 +334,9 @@ def study_paths(results: str, model: str, tasks: Sequence[str], synthetic: Seque
         correlations=f"{results}/analysis/{model}/correlations.parquet",
         table2=f"{results}/tables/{model}/table2.parquet",
         knockout={(t, c): f"{results}/causal/{model}/{t}/{c}/knockout.parquet" for t in tasks
-                  for c in knockout_conditions},
+                  for c in of(t, knockout_conditions)},
         patching={(t, c): f"{results}/causal/{model}/{t}/{c}/patching.parquet" for t in tasks
-                  for c in patch_conditions},
+                  for c in of(t, patch_conditions)},
         table3=f"{results}/tables/{model}/table3.parquet",
         niah=(f"{results}/heads/{model}/niah/set1.parquet", f"{results}/heads/{model}/niah/set2.parquet"),
     )

@@ -49,17 +49,22 @@ BLOCK = 1000
 # ---------------------------------------------------------------- what is probed, and how
 
 
+def _empty(kind: str) -> pd.DataFrame:
+    """A table of ``kind`` with its columns and no rows (nothing to report, schema still checked)."""
+    from synthctx.schema import SCHEMAS
+
+    return SCHEMAS[kind].empty_table().to_pandas()
+
+
 def scorecard_candidates(config: Mapping[str, Any], task: str) -> list[str]:
     """The candidates of one task: the conditions the study trains for ``task`` that are not
     real data (built-in synthetic variants, then the user's datasets with a file for the task).
 
     The one place the scorecard takes its candidate list from: it asks the registry for the
-    task's trained conditions (``synthctx.study.trained_conditions`` where the registry has it,
-    which adds the ``datasets:`` conditions covering the task) and drops the real ones."""
-    trained = getattr(vocabulary, "trained_conditions", None)
+    task's trained conditions (``synthctx.study.trained_conditions``, which adds the ``datasets:``
+    conditions covering the task) and drops the real ones."""
     study = config["study"]
-    names = (trained(config, task) if trained is not None
-             else list(study["real_conditions"]) + list(study["synthetic_conditions"]))
+    names = vocabulary.trained_conditions(config, task)
     real = set(study["real_conditions"]) | set(vocabulary.BUILTIN_REAL)
     return [n for n in names if n not in real and n != vocabulary.NONFT]
 
@@ -332,9 +337,7 @@ def build_scorecard(*, model: str, task: str, example_files: Mapping[str, str], 
     table = pd.DataFrame(rows)
     table["rank"] = pd.array(table["rank"], dtype="Int32")
     table = table.sort_values(["head_kind", "rank"], na_position="first", kind="stable").reset_index(drop=True)
-    from synthctx.schema import empty_frame
-
-    stab = pd.DataFrame(stability) if stability else empty_frame("scorecard_stability")
+    stab = pd.DataFrame(stability) if stability else _empty("scorecard_stability")
     return table, stab
 
 
@@ -540,9 +543,7 @@ def run_vs_study(*, model: str, scorecard_files: Mapping[str, str], table1_path:
     frame = pd.DataFrame(vs_study_rows(model=model, scorecards=cards, table1=read_table(table1_path, "table1"),
                                        study_costs=study_costs, seed=seed))
     if frame.empty:
-        from synthctx.schema import empty_frame
-
-        frame = empty_frame("scorecard_vs_study")
+        frame = _empty("scorecard_vs_study")
     Path(markdown_path).write_text(vs_study_markdown(frame, goal))
     write_table(frame, table_path, "scorecard_vs_study",
                 provenance(seed=seed, model=model, scorecards=dict(scorecard_files), table1=table1_path, goal=goal))
