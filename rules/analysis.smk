@@ -2,8 +2,7 @@
 # cross-task similarity (Table 2), heatmaps and the NIAH report (STUDY.md section 6).
 
 
-def task_head_files(model, task):
-    return [f"results/heads/{model}/{task}/{condition}.parquet" for condition in task_conditions(task)]
+include: "functions/analysis.smk"
 
 
 rule similarity:
@@ -14,9 +13,9 @@ rule similarity:
         "results/analysis/{model}/similarity.parquet",
     log:
         "logs/analysis/{model}/similarity.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -41,9 +40,9 @@ rule correlations:
         ),
     log:
         "logs/analysis/{model}/figure3.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -71,9 +70,9 @@ rule cross_task_table:
         ),
     log:
         "logs/analysis/{model}/table2.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -94,9 +93,9 @@ rule heatmap:
         ),
     log:
         "logs/analysis/{model}/heatmap_{task}.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -120,9 +119,9 @@ rule niah_report:
         ),
     log:
         "logs/analysis/{model}/niah.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -153,14 +152,3 @@ rule heatmaps:
 rule niah:
     input:
         [f"results/tables/{m}/niah_heads.md" for m in MODELS],
-
-
-def analysis_targets(model):
-    return [
-        f"results/analysis/{model}/similarity.parquet",
-        f"results/analysis/{model}/correlations.parquet",
-        f"results/figures/{model}/figure3.png",
-        f"results/tables/{model}/table2.parquet",
-        f"results/tables/{model}/table2.md",
-        f"results/tables/{model}/niah_heads.md",
-    ] + [f"results/figures/{model}/heatmap_{task}.png" for task in TASKS]

@@ -2,6 +2,10 @@
 # knockout: a model's own top-K retrieval heads vs K random heads (Figure 4);
 # patching: the Real (Full) model's heads patched into each synthetic-data model (Table 3).
 
+
+include: "functions/causal.smk"
+
+
 CAUSAL = config["causal"]
 # Models whose own heads are knocked out (default: the real-data model and every synthetic one),
 # and synthetic models that receive the real-data model's heads by patching (default: all).
@@ -14,45 +18,19 @@ KNOCKOUT_CONDITIONS, PATCH_CONDITIONS = causal_conditions(config)
 from synthctx.causal.eval_split import split_error, task_examples
 from synthctx.causal.settings import KnockoutSettings, PatchingSettings
 
-
-def ranking_examples(task):
-    """Eval examples that rank the heads: the first N of the split (heads.examples)."""
-    return task_examples(config["heads"], task)
-
-
-def causal_examples(task):
-    """Eval examples the causal tests run on: the N after the ranking part (causal.examples)."""
-    return task_examples(CAUSAL, task)
-
-
 # The ranking and the causal part must fit the configured eval split of every task (the jobs
 # check the built split again: the data stage keeps fewer examples when too few fit the budget).
 for _task in TASKS:
     _eval_n = config["data"][_task].get("eval_examples", config["data"]["eval_examples"])
-    _problem = split_error(_task, _eval_n, ranking_examples(_task), causal_examples(_task),
-                           f"data.eval_examples / data.{_task}.eval_examples")
+    _problem = split_error(
+        _task,
+        _eval_n,
+        ranking_examples(_task),
+        causal_examples(_task),
+        f"data.eval_examples / data.{_task}.eval_examples",
+    )
     if _problem:
         _config_error("causal.examples", _problem)
-
-
-def head_scores(model, task, condition):
-    return f"results/heads/{model}/{task}/{condition}.parquet"
-
-
-def causal_adapter(model, task, condition):
-    """Adapter weights of a condition (none for the base model, nonft)."""
-    if condition == "nonft":
-        return []
-    return f"{adapter_dir(model, task, condition)}/adapter_model.safetensors"
-
-
-def causal_targets(model):
-    return [
-        f"results/figures/{model}/figure4.png",
-        f"results/causal/{model}/knockout_summary.parquet",
-        f"results/tables/{model}/table3.md",
-        f"results/tables/{model}/table3.parquet",
-    ]
 
 
 rule knockout:
@@ -93,13 +71,13 @@ rule patching:
         recipient_heads=lambda wc: head_scores(wc.model, wc.task, wc.synthetic),
     output:
         "results/causal/{model}/{task}/{synthetic}/patching.parquet",
-    wildcard_constraints:
-        # recipients: the synthetic conditions and the user datasets
-        synthetic=study_vocabulary.wildcard_pattern(study_vocabulary.condition_names("synthetic") + USER),
     log:
         "logs/causal/patching/{model}/{task}/{synthetic}.log",
     benchmark:
         "logs/causal/patching/{model}/{task}/{synthetic}.benchmark.tsv"
+    wildcard_constraints:
+        # recipients: the synthetic conditions and the user datasets
+        synthetic=study_vocabulary.wildcard_pattern(study_vocabulary.condition_names("synthetic") + USER),
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -133,9 +111,9 @@ rule figure4:
         summary="results/causal/{model}/knockout_summary.parquet",
     log:
         "logs/causal/figure4/{model}.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -168,9 +146,9 @@ rule table3:
         table="results/tables/{model}/table3.parquet",
     log:
         "logs/causal/table3/{model}.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,

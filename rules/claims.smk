@@ -2,16 +2,11 @@
 # baseline) checked against this run's tables, head scores and causal tests, with a verdict
 # (synthctx.analysis.claims holds the verdict rules).
 
+
+include: "functions/claims.smk"
+
+
 from synthctx.analysis.claims import study_paths
-
-
-def claims_paths(model):
-    """Every input of one model's claims page (standard artifact paths, docs/DESIGN.md)."""
-    return study_paths("results", model, TASKS, SYNTHETIC, KNOCKOUT_CONDITIONS, PATCH_CONDITIONS, task_trained)
-
-
-def claims_targets(model):
-    return [f"results/reports/{model}/claims.md", f"results/reports/{model}/claims.parquet"]
 
 
 rule claims_report:
@@ -27,9 +22,9 @@ rule claims_report:
         table="results/reports/{model}/claims.parquet",
     log:
         "logs/claims/{model}.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=4000,

@@ -50,9 +50,12 @@ if config["generation"]["generator_model"] not in config["models"]:
     _config_error("generation.generator_model", f"unknown model {config['generation']['generator_model']!r}")
 for _name, _spec in config["models"].items():
     _kind = _spec["source"]["kind"]
-    _needs = {"embedded_wheel": ["package", "version", "gguf_file", "sha256", "gguf_sha256"],
-              "hub": ["hub_id", "revision"], "local": ["path"],
-              "random_init": ["architecture", "config", "tokenizer_from", "seed"]}[_kind]
+    _needs = {
+        "embedded_wheel": ["package", "version", "gguf_file", "sha256", "gguf_sha256"],
+        "hub": ["hub_id", "revision"],
+        "local": ["path"],
+        "random_init": ["architecture", "config", "tokenizer_from", "seed"],
+    }[_kind]
     for _field in _needs:
         if _field not in _spec["source"]:
             _config_error(f"models.{_name}.source.{_field}", f"required for source kind {_kind!r}")
@@ -60,8 +63,11 @@ for _name, _spec in config["models"].items():
 from synthctx.heads.niah import NEEDLES as _NEEDLES
 
 if 2 * int(config["heads"]["niah"]["needles_per_set"]) > len(_NEEDLES):
-    _config_error("heads.niah.needles_per_set", f"at most {len(_NEEDLES) // 2} (two disjoint sets of the "
-                  f"{len(_NEEDLES)} needles in synthctx.heads.niah)")
+    _config_error(
+        "heads.niah.needles_per_set",
+        f"at most {len(_NEEDLES) // 2} (two disjoint sets of the " f"{len(_NEEDLES)} needles in synthctx.heads.niah)",
+    )
+
 
 wildcard_constraints:
     model="|".join(map(re.escape, config["models"])),

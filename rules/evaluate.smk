@@ -2,32 +2,17 @@
 # eval split (one job per model x task, one vLLM engine serving all LoRA adapters), then
 # Table 1 per model.
 
+
+include: "functions/evaluate.smk"
+
+
 # Evaluation-only conditions decoded with the base model in each evaluate job (study.evaluation_conditions):
 # nonft and, when listed, closed_book (the question without the documents). Never trained, never
 # head-scored, knocked out or patched (CONDITIONS, which heads and causal expand, holds nonft only).
 EVALUATION_ONLY = study_vocabulary.evaluation_conditions(config)
 
 
-def eval_settings(wildcards):
-    """The config slice an evaluation depends on (and nothing else)."""
-    return {
-        "model": wildcards.model,
-        "model_spec": load_settings(wildcards.model),
-        "max_new_tokens": config["evaluate"]["max_new_tokens"][wildcards.task],
-        "batch_size": config["evaluate"]["batch_size"],
-        "vllm": {k: config["generation"]["vllm"][k] for k in ("gpu_memory_utilization", "enforce_eager")},
-        "seed": config["study"]["seed"],
-        "evaluation_conditions": list(EVALUATION_ONLY),
-    }
-
-
-def adapter_args(wildcards):
-    return " ".join(f"--adapter {c}={adapter_dir(wildcards.model, wildcards.task, c)}"
-                    for c in task_trained(wildcards.task))
-
-
-# The interpreter is part of the command (code), not of params: the backend key below
-# decides which environment runs the job.
+# The backend key decides which environment's interpreter runs the job (params.python).
 EVAL_BACKEND = "vllm" if use_vllm(config["evaluate"]["backend"]) else "hf"
 EVAL_PYTHON = job_python(config["evaluate"]["backend"])
 
@@ -36,20 +21,22 @@ rule evaluate_task:
     input:
         eval="results/data/{model}/{task}/eval.parquet",
         model=ancient("resources/models/{model}/config.json"),
-        adapters=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_model.safetensors"
-                             for c in task_trained(wc.task)],
-        adapter_configs=lambda wc: [f"{adapter_dir(wc.model, wc.task, c)}/adapter_config.json"
-                                    for c in task_trained(wc.task)],
+        adapters=lambda wc: [
+            f"{adapter_dir(wc.model, wc.task, c)}/adapter_model.safetensors" for c in task_trained(wc.task)
+        ],
+        adapter_configs=lambda wc: [
+            f"{adapter_dir(wc.model, wc.task, c)}/adapter_config.json" for c in task_trained(wc.task)
+        ],
     output:
         predictions="results/eval/{model}/{task}/predictions.parquet",
     log:
         "logs/evaluate_task/{model}/{task}.log",
     benchmark:
         "logs/evaluate_task/{model}/{task}.benchmark.tsv"
-    conda:
-        "../envs/vllm.yaml" if EVAL_BACKEND == "vllm" else "../envs/torch.yaml"
     # On the critical path to Table 1 and the analyses (see train_adapter).
     priority: 10
+    conda:
+        "../envs/vllm.yaml" if EVAL_BACKEND == "vllm" else "../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=16000,
@@ -59,16 +46,13 @@ rule evaluate_task:
         settings=lambda wc: json.dumps(eval_settings(wc), sort_keys=True),
         adapters=adapter_args,
         backend=EVAL_BACKEND,
+        python=EVAL_PYTHON,
+        script=f"{SCRIPTS_DIR}/evaluate_task.py",
     shell:
-        EVAL_PYTHON + " " + SCRIPTS_DIR + "/evaluate_task.py --eval {input.eval:q}"
-        " --model-dir resources/models/{wildcards.model} {params.adapters}"
+        "{params.python} {params.script:q} --eval {input.eval:q}"
+        ' --model-dir "$(dirname {input.model:q})" {params.adapters}'
         " --settings {params.settings:q} --backend {params.backend} --out {output.predictions:q}"
         " > {log:q} 2>&1"
-
-
-def training_curve_paths(model):
-    """Every trained condition's training curve, task by task in task_trained order."""
-    return [f"{adapter_dir(model, t, c)}/train_curve.parquet" for t in TASKS for c in task_trained(t)]
 
 
 rule table1:
@@ -89,9 +73,9 @@ rule table1:
         ),
     log:
         "logs/table1/{model}.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -129,9 +113,9 @@ rule training_curves:
         ),
     log:
         "logs/training_curves/{model}.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -145,12 +129,3 @@ rule training_curves:
         },
     script:
         "../workflow/scripts/training_curves.py"
-
-
-def evaluate_targets(model):
-    return [
-        f"results/tables/{model}/table1.parquet",
-        f"results/tables/{model}/table1.md",
-        f"results/figures/{model}/table1.png",
-        f"results/figures/{model}/training_curves.png",
-    ]

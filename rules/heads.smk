@@ -2,26 +2,22 @@
 # task, for every condition's model (trained adapters; the base model for "nonft"), and in
 # Wu et al.'s needle-in-a-haystack setting.
 
+
+include: "functions/heads.smk"
+
+
 from synthctx.causal.eval_split import task_examples
-
-
-def heads_settings():
-    """The heads: config slice a detection job depends on.
-
-    Defaults for keys config.yaml may lack: token_match (normalized | exact, see
-    synthctx.heads.retrieval; stripped is normalized's earlier name) and success_metric (score = the Table 1 metric, or a metric name
-    of synthctx.evaluate.metrics.score_prediction such as best_subspan_em).
-    """
-    return {"token_match": "normalized", "success_metric": "score", **config["heads"]}
 
 
 rule heads:
     input:
         model=lambda wc: f"{model_dir(wc.model)}/config.json",
         eval=lambda wc: eval_data(wc.model, wc.task),
-        adapter=lambda wc: []
-        if wc.condition == "nonft"
-        else f"{adapter_dir(wc.model, wc.task, wc.condition)}/adapter_model.safetensors",
+        adapter=lambda wc: (
+            []
+            if wc.condition == "nonft"
+            else f"{adapter_dir(wc.model, wc.task, wc.condition)}/adapter_model.safetensors"
+        ),
     output:
         scores="results/heads/{model}/{task}/{condition}.parquet",
         # every decoded example's score of every head (bootstrap intervals, split halves: claims)
@@ -46,8 +42,16 @@ rule heads:
             # examples: this task's ranking part of the eval split (heads.task_examples), the
             # causal tests take the examples after it (synthctx.causal.eval_split)
             for k, v in {**heads_settings(), "examples": task_examples(config["heads"], wc.task)}.items()
-            if k in ("examples", "max_new_tokens", "success_only", "success_threshold", "token_match", "success_metric",
-                     "batch_size")
+            if k
+            in (
+                "examples",
+                "max_new_tokens",
+                "success_only",
+                "success_threshold",
+                "token_match",
+                "success_metric",
+                "batch_size",
+            )
         },
         seed=STUDY["seed"],
     script:
@@ -82,12 +86,6 @@ rule niah_heads:
         seed=STUDY["seed"],
     script:
         "../workflow/scripts/niah_heads.py"
-
-
-def heads_targets(model):
-    targets = [f"results/heads/{model}/{task}/{condition}.parquet" for task in TASKS for condition in task_conditions(task)]
-    targets += [f"results/heads/{model}/niah/set1.parquet", f"results/heads/{model}/niah/set2.parquet"]
-    return targets
 
 
 # Named target: `snakemake retrieval_heads` detects the heads of every model, task and condition.

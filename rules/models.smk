@@ -1,37 +1,19 @@
 # Models: turn each config model source into a plain safetensors directory, once.
 
 
-def tokenizer_source(model):
-    """random_init models: the models: entry (prepared first) or directory whose tokenizer they
-    borrow; None for the other source kinds."""
-    source = config["models"][model]["source"]
-    if source["kind"] != "random_init":
-        return None
-    borrowed = source["tokenizer_from"]
-    return ("entry", borrowed) if borrowed in config["models"] else ("dir", borrowed)
-
-
-def tokenizer_input(wildcards):
-    """The borrowed tokenizer's model as an input, so that it is prepared before (and a
-    re-prepared tokenizer model re-builds this one)."""
-    borrowed = tokenizer_source(wildcards.model)
-    return [f"{model_dir(borrowed[1])}/config.json"] if borrowed and borrowed[0] == "entry" else []
-
-
-def tokenizer_dir_param(wildcards):
-    borrowed = tokenizer_source(wildcards.model)
-    if borrowed is None:
-        return ""
-    return model_dir(borrowed[1]) if borrowed[0] == "entry" else borrowed[1]
+include: "functions/models.smk"
 
 
 # An earlier version linked resources/models/<m> to a local source's directory; Snakemake would
 # delete that directory's config.json through the link before re-running prepare_model.
 for _name, _spec in config["models"].items():
     if _spec["source"]["kind"] == "local" and Path(model_dir(_name)).is_symlink():
-        _config_error(f"models.{_name}.source.path", f"{model_dir(_name)} is a symlink into "
-                      f"{os.readlink(model_dir(_name))}; remove the link itself (rm {model_dir(_name)}, "
-                      "no trailing slash), the workflow now copies or hard-links the files")
+        _config_error(
+            f"models.{_name}.source.path",
+            f"{model_dir(_name)} is a symlink into "
+            f"{os.readlink(model_dir(_name))}; remove the link itself (rm {model_dir(_name)}, "
+            "no trailing slash), the workflow now copies or hard-links the files",
+        )
 
 
 rule prepare_model:
@@ -41,9 +23,9 @@ rule prepare_model:
         config="resources/models/{model}/config.json",
     log:
         "logs/prepare_model/{model}.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         # random_init holds one 4 GiB shard of bf16 weights at a time.

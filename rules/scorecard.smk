@@ -7,74 +7,13 @@
 # `snakemake scorecard` needs no Table 1; `snakemake scorecard_vs_study` adds the comparison
 # with the full study (and so builds it).
 
+
+include: "functions/scorecard.smk"
+
+
 from synthctx.analysis import scorecard as scorecard_lib
 
 SCORECARD = config["scorecard"]
-
-
-def scorecard_dir(model, task, condition):
-    return f"results/scorecard/{model}/{task}/{condition}"
-
-
-def _reuse(task, condition):
-    return scorecard_lib.probe_reuse(config, task, condition)
-
-
-def probe_train_set(model, task, condition):
-    """The probe's training examples: the study's set itself when training is reused."""
-    if _reuse(task, condition)[0]:
-        return train_data(model, task, condition)
-    return f"{scorecard_dir(model, task, condition)}/train.parquet"
-
-
-def probe_adapter_dir(model, task, condition):
-    if _reuse(task, condition)[0]:
-        return adapter_dir(model, task, condition)
-    return f"{scorecard_dir(model, task, condition)}/adapter"
-
-
-def probe_head_examples(model, task, condition):
-    """The probe's per-example head scores: the study's when its heads job is the probe's."""
-    if _reuse(task, condition)[1]:
-        return f"results/heads/{model}/{task}/per_example/{condition}.parquet"
-    return f"{scorecard_dir(model, task, condition)}/per_example.parquet"
-
-
-def probe_costs(model, task, condition):
-    """Benchmark files of the jobs that made the probe (the study's where reused)."""
-    train, heads = _reuse(task, condition)
-    return {
-        "train": f"logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv"
-        if train
-        else f"logs/scorecard/train/{model}/{task}/{condition}.benchmark.tsv",
-        "heads": f"logs/heads/{model}/{task}/{condition}.benchmark.tsv"
-        if heads
-        else f"logs/scorecard/heads/{model}/{task}/{condition}.benchmark.tsv",
-    }
-
-
-def study_trained(task):
-    """The full study's trained conditions of a task: its real ones and the scorecard's candidates."""
-    return list(REAL) + scorecard_lib.scorecard_candidates(config, task)
-
-
-def scorecard_files(model, task):
-    base = f"results/scorecard/{model}/{task}"
-    return {
-        "table": f"{base}/scorecard.parquet",
-        "markdown": f"{base}/scorecard.md",
-        "figure": f"results/figures/{model}/scorecard_{task}.png",
-        "stability": f"{base}/stability.parquet",
-        "stability_figure": f"results/figures/{model}/scorecard_stability_{task}.png",
-    }
-
-
-def scorecard_targets(model):
-    return [f for task in TASKS for f in scorecard_files(model, task).values()]
-
-
-def scorecard_vs_study_targets(model):
-    return [f"results/scorecard/{model}/vs_study.parquet", f"results/scorecard/{model}/vs_study.md"]
 
 
 rule scorecard_train_set:
@@ -84,9 +23,9 @@ rule scorecard_train_set:
         "results/scorecard/{model}/{task}/{condition}/train.parquet",
     log:
         "logs/scorecard/train_set/{model}/{task}/{condition}.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
@@ -111,9 +50,9 @@ rule scorecard_train:
         "logs/scorecard/train/{model}/{task}/{condition}.log",
     benchmark:
         "logs/scorecard/train/{model}/{task}/{condition}.benchmark.tsv"
+    priority: 10
     conda:
         "../envs/torch.yaml"
-    priority: 10
     threads: 1
     resources:
         mem_mb=16000,
@@ -195,9 +134,9 @@ rule scorecard_task:
         ),
     log:
         "logs/scorecard/{model}/{task}.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=4000,
@@ -242,9 +181,9 @@ rule scorecard_compare:
         ),
     log:
         "logs/scorecard/{model}/vs_study.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
-    localrule: True
     threads: 1
     resources:
         mem_mb=2000,

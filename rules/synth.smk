@@ -2,6 +2,10 @@
 # shared by the variants and by every target model), then the five synthetic variants per
 # model x task, fitted to that model's context budget.
 
+
+include: "functions/synth.smk"
+
+
 GENERATOR = config["generation"]["generator_model"]
 # The pool job runs with the interpreter of the generation backend's environment. It is a
 # global referenced as {SYNTH_POOL_PYTHON} in the command, so the rule's code (the raw shell
@@ -9,25 +13,6 @@ GENERATOR = config["generation"]["generator_model"]
 # The job's stdout/stderr (vLLM's engine log, our log lines, tqdm) all go to the rule's log.
 SYNTH_POOL_PYTHON = job_python(config["generation"]["backend"])
 SYNTH_ON_VLLM = use_vllm(config["generation"]["backend"])
-
-
-def synth_pool_params(wildcards):
-    """The config slice a pool depends on: sampling, size, seed, validation, generator and its engine."""
-    gen = config["generation"]
-    return {
-        "backend": "vllm" if SYNTH_ON_VLLM else "hf",
-        "seed": config["study"]["seed"],
-        "pool_size": gen["pool_size"],
-        "temperature": gen["temperature"],
-        "top_p": gen["top_p"],
-        "max_new_tokens": gen["max_new_tokens"],
-        "request_batch": gen["request_batch"],
-        # haystack_documents, max_template_overlap: only the tasks whose pools use them depend on
-        # them (SummHay sizes its topics for one haystack; only it has insight paraphrases)
-        **get_task(wildcards.task).pool_settings(config),
-        "dtype": model_spec(GENERATOR)["dtype"],
-        "vllm": json.dumps(gen.get("vllm", {}), sort_keys=True) if SYNTH_ON_VLLM else "{}",
-    }
 
 
 rule synth_pool:
@@ -51,10 +36,11 @@ rule synth_pool:
     params:
         settings=synth_pool_params,
         generator=GENERATOR,
-        model_dir=model_dir(GENERATOR),
+        python=SYNTH_POOL_PYTHON,
+        script=f"{SCRIPTS_DIR}/synth_pool.py",
     shell:
-        "{SYNTH_POOL_PYTHON} {SCRIPTS_DIR}/synth_pool.py --task {wildcards.task}"
-        " --output {output.pool:q} --model-dir {params.model_dir:q} --generator-model {params.generator}"
+        "{params.python} {params.script:q} --task {wildcards.task}"
+        ' --output {output.pool:q} --model-dir "$(dirname {input.model:q})" --generator-model {params.generator}'
         " --backend {params.settings[backend]} --seed {params.settings[seed]}"
         " --pool-size {params.settings[pool_size]} --temperature {params.settings[temperature]}"
         " --top-p {params.settings[top_p]} --max-new-tokens {params.settings[max_new_tokens]}"
@@ -63,11 +49,6 @@ rule synth_pool:
         " --haystack-documents {params.settings[haystack_documents]}"
         " --max-template-overlap {params.settings[max_template_overlap]}"
         " > {log:q} 2>&1"
-
-
-def synth_task_data(task):
-    """Keys of config `data.<task>` the synthetic examples follow (document counts only)."""
-    return {k: config["data"][task][k] for k in get_task(task).synth_data_keys}
 
 
 rule synth_variant:
@@ -92,13 +73,3 @@ rule synth_variant:
         task_data=lambda wc: synth_task_data(wc.task),
     script:
         "../workflow/scripts/synth_variant.py"
-
-
-def synth_targets(model):
-    """Every synthetic training set (and its stats) of ``model``."""
-    return [
-        path
-        for task in TASKS
-        for synthetic in SYNTHETIC
-        for path in (train_data(model, task, synthetic), f"results/data/{model}/{task}/stats/{synthetic}.parquet")
-    ]

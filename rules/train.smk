@@ -4,14 +4,7 @@
 # which Snakemake removes when a job fails).
 
 
-def train_settings_params(wildcards):
-    """The config slice a training run depends on (and nothing else)."""
-    return {
-        "train": dict(config["train"]),
-        "seed": config["study"]["seed"],
-        # The load_model settings of the model (RoPE theta, context budget, dtype, attention).
-        "model_spec": load_settings(wildcards.model),
-    }
+include: "functions/train.smk"
 
 
 rule train_adapter:
@@ -28,12 +21,12 @@ rule train_adapter:
         "logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv"
     wildcard_constraints:
         condition=study_vocabulary.wildcard_pattern(TRAINED + USER),
-    conda:
-        "../envs/torch.yaml"
     # Trainings and evaluations are the long chain to Table 1 and the analyses: scheduled before
     # the single-thread jobs (heads, causal) that can fill the other core later (the default
     # study once ended with one core idle while the last training and evaluation ran).
     priority: 10
+    conda:
+        "../envs/torch.yaml"
     # One thread: two single-thread trainings side by side finish in 90 s where one
     # two-thread training takes 60 s (2 cores, BENCHMARKS.md); on a GPU node threads barely matter.
     threads: 1

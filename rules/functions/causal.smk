@@ -1,0 +1,32 @@
+# Functions of causal.smk's rules (input/params functions and helpers), kept apart from
+# the rules themselves (snakemake --lint). Included at the top of causal.smk.
+
+
+def ranking_examples(task):
+    """Eval examples that rank the heads: the first N of the split (heads.examples)."""
+    return task_examples(config["heads"], task)
+
+
+def causal_examples(task):
+    """Eval examples the causal tests run on: the N after the ranking part (causal.examples)."""
+    return task_examples(CAUSAL, task)
+
+
+def head_scores(model, task, condition):
+    return f"results/heads/{model}/{task}/{condition}.parquet"
+
+
+def causal_adapter(model, task, condition):
+    """Adapter weights of a condition (none for the base model, nonft)."""
+    if condition == "nonft":
+        return []
+    return f"{adapter_dir(model, task, condition)}/adapter_model.safetensors"
+
+
+def causal_targets(model):
+    return [
+        f"results/figures/{model}/figure4.png",
+        f"results/causal/{model}/knockout_summary.parquet",
+        f"results/tables/{model}/table3.md",
+        f"results/tables/{model}/table3.parquet",
+    ]
