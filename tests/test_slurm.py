@@ -25,7 +25,8 @@ STATE = Path(os.environ.get("SYNTHCTX_SLURM_STATE", "/var/spool/synthctx-slurm")
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "profile.yaml"
 LOCAL_PROFILE = REPO / "profiles" / "slurm-local" / "profile.yaml"
 # Rules that need a GPU on a GPU study; every other rule is CPU work.
-GPU_RULES = {"synth_pool", "train_adapter", "evaluate_task", "heads", "niah_heads", "knockout", "patching"}
+GPU_RULES = {"synth_pool", "train_adapter", "evaluate_task", "heads", "niah_heads", "knockout", "patching",
+             "scorecard_train", "scorecard_heads"}
 
 
 def eval_resource(value, attempt: int):
