@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/gpu_small_device.sh setup WHEEL_DIR GGUF_FILE DATA_DIR   # once per machine
 #   bash benchmarks/gpu_small_device.sh run SECONDS [JOBS_PER_GPU]  # resumable: call again
-#   bash benchmarks/gpu_small_device.sh start [JOBS_PER_GPU]        # or: one detached run ...
+#   bash benchmarks/gpu_small_device.sh start [JOBS_PER_GPU]        # or: one detached run (of $TARGETS) ...
 #   bash benchmarks/gpu_small_device.sh wait SECONDS                # ... polled until it ends
 #   bash benchmarks/gpu_small_device.sh collect OUT_DIR             # logs + tables as a tarball
 #
@@ -60,7 +60,8 @@ start)
     mkdir -p results
     date +%s > results/gpu_small_detached.start
     rm -f results/gpu_small_detached.rc
-    setsid nohup bash -c "python3 -m snakemake --cores all --resources gpu=$per_gpu \
+    # TARGETS (optional): what to build instead of `all`, e.g. "claims figure4".
+    setsid nohup bash -c "python3 -m snakemake ${TARGETS:-} --cores all --resources gpu=$per_gpu \
         --configfile config/gpu-small.yaml '$overlay' --rerun-incomplete --keep-going \
         > results/gpu_small_detached.log 2>&1; echo \$? > results/gpu_small_detached.rc; \
         date +%s > results/gpu_small_detached.end" > /dev/null 2>&1 < /dev/null &
