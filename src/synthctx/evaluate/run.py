@@ -78,7 +78,7 @@ def generate_hf(examples, prompts, tokenizer, model_dir: str, model_settings: Ma
                 adapters: Mapping[str, str], max_new_tokens: int, batch_size: int, progress_file=None) -> dict[str, list]:
     from tqdm import tqdm
 
-    from synthctx.train.lora import load_finetuned
+    from synthctx.models.loading import load_finetuned
 
     out = {}
     stop = end_of_turn_ids(tokenizer)
@@ -94,19 +94,17 @@ def generate_hf(examples, prompts, tokenizer, model_dir: str, model_settings: Ma
 
 def generate_vllm(prompts, tokenizer, model_dir: str, model_settings: Mapping[str, Any], adapters: Mapping[str, str],
                   max_new_tokens: int, vllm_settings: Mapping[str, Any], seed: int) -> dict[str, list]:
-    from synthctx.models.loading import prepare_vllm_cpu_environment, vllm_engine_kwargs
-
-    prepare_vllm_cpu_environment()
-    from vllm import LLM
-    from vllm.lora.request import LoRARequest
+    from synthctx.models.loading import build_vllm_engine
 
     stop = end_of_turn_ids(tokenizer)
-    # The model settings reach the engine as load_model applies them (RoPE base, window).
-    kwargs = vllm_engine_kwargs(model_dir, model_settings, max(len(p) for p in prompts) + max_new_tokens,
-                                vllm_settings, seed)
+    lora = {}
     if adapters:
-        kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=vllm_max_lora_rank([adapter_rank(d) for d in adapters.values()]))
-    llm = LLM(**kwargs)
+        lora = dict(enable_lora=True, max_loras=1,
+                    max_lora_rank=vllm_max_lora_rank([adapter_rank(d) for d in adapters.values()]))
+    # The model settings reach the engine as load_model applies them (RoPE base, window).
+    llm, _ = build_vllm_engine(model_dir, model_settings, max(len(p) for p in prompts) + max_new_tokens,
+                               vllm_settings, seed, **lora)
+    from vllm.lora.request import LoRARequest  # after build_vllm_engine set the CPU environment
     out = {NONFT: greedy_decode_vllm(llm, tokenizer, prompts, max_new_tokens, None, stop)}
     for lora_id, (condition, adapter_dir) in enumerate(adapters.items(), start=1):
         log.info("vLLM: condition %s", condition)

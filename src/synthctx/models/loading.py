@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any, Mapping
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -88,6 +91,25 @@ def load_model(
 WINDOW_FREE_ROPE_TYPES = ("default", "linear", "llama3")
 
 
+def adapter_method(adapter_dir: str | os.PathLike) -> str:
+    """``lora`` (a PEFT adapter) or ``full`` (fine-tuned weights under the adapter file name)."""
+    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    return cfg.get("synthctx", {}).get("method", "lora" if "peft_type" in cfg else "full")
+
+
+def load_finetuned(model_dir: str, adapter_dir: str | None, model_settings: Mapping[str, Any], device: str | None = None,
+                   merge: bool = False):
+    """The base model, with a trained LoRA adapter attached or full fine-tuned weights loaded
+    (``synthctx.train.lora`` writes both kinds under the same adapter file names)."""
+    if adapter_dir is None or adapter_method(adapter_dir) == "lora":
+        return load_model(model_dir, device=device, adapter_dir=adapter_dir, merge_adapter=merge, **model_settings)
+    from safetensors.torch import load_file
+
+    model = load_model(model_dir, device=device, **model_settings)
+    model.load_state_dict(load_file(str(Path(adapter_dir) / "adapter_model.safetensors")))
+    return model.eval()
+
+
 def config_overrides(config: Any, rope_theta: float | None = None, context_tokens: int | None = None,
                      positions: int | None = None, model_dir: str = "model") -> dict[str, Any]:
     """The transformers-config fields a model's settings change, as ``{field: value}``.
@@ -148,6 +170,18 @@ def vllm_engine_kwargs(model_dir: str, model_settings: Mapping[str, Any], max_mo
         if overrides:
             kwargs["hf_overrides"] = overrides
     return kwargs
+
+
+def build_vllm_engine(model_dir: str, model_settings: Mapping[str, Any], max_model_len: int,
+                      vllm_settings: Mapping[str, Any] | None = None, seed: int = 0, **extra: Any):
+    """The one place a ``vllm.LLM`` is made (evaluation and the synthetic pools): the CPU
+    environment first, then :func:`vllm_engine_kwargs` plus ``extra`` (e.g. LoRA serving).
+    Returns ``(engine, kwargs)``; call under ``if __name__ == "__main__":`` (vLLM may spawn)."""
+    prepare_vllm_cpu_environment()
+    from vllm import LLM  # lazy: the main environment has no vLLM
+
+    kwargs = {**vllm_engine_kwargs(model_dir, model_settings, max_model_len, vllm_settings, seed), **extra}
+    return LLM(**kwargs), kwargs
 
 
 def model_settings(spec: Mapping[str, Any]) -> dict[str, Any]:
