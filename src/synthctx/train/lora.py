@@ -213,7 +213,7 @@ def cpu_autocast_context(settings: TrainSettings, device: str):
     """The autocast context of the training passes: ``settings.cpu_autocast`` on a CPU, else none.
 
     On a CPU with bf16 dot-product instructions (AVX512-BF16, AMX) a bf16 autocast step of the
-    embedded model takes 0.43x the fp32 one (benchmarks/bench_default_study.py); the weights and
+    embedded model took 0.44-0.64x the fp32 one (benchmarks/bench_default_study.py); the weights and
     the optimizer stay fp32, as in mixed-precision GPU training. GPUs already train in the
     model's own dtype (bf16), so the setting does nothing there.
     """
