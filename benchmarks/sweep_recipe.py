@@ -131,13 +131,16 @@ CPU_PRESET = {
         # Round 2 on the CPU: the same lr at the default's cost (10 x 1) and at twice it (20 x 1).
         "cpu_lr1e-3_ep1": {"learning_rate": 1.0e-3, "epochs": 1, "train_examples": 10},
         "cpu_lr1e-3_ep1_n20": {"learning_rate": 1.0e-3, "epochs": 1, "train_examples": 20},
+        # Session 7: the chosen recipe with its passes under bf16 autocast (train.cpu_autocast).
+        "cpu_lr1e-3_ep2_n20_bf16": {"learning_rate": 1.0e-3, "epochs": 2, "train_examples": 20,
+                                    "cpu_autocast": "bfloat16"},
     },
     "PLAN": {
         ("mdqa", "cpu_docs3"): ["cpu_default", "cpu_lr1e-3_ep2", "cpu_lr1e-3_ep2_n20", "cpu_lr1e-3_ep1",
-                                "cpu_lr1e-3_ep1_n20"],
+                                "cpu_lr1e-3_ep1_n20", "cpu_lr1e-3_ep2_n20_bf16"],
         ("summhay", "cpu_docs4_gold2"): ["cpu_default", "cpu_lr1e-3_ep2"],
         ("summhay", "cpu_docs4_gold1"): ["cpu_default", "cpu_lr1e-3_ep2", "cpu_lr1e-3_ep2_n20", "cpu_lr1e-3_ep1",
-                                         "cpu_lr1e-3_ep1_n20"],
+                                         "cpu_lr1e-3_ep1_n20", "cpu_lr1e-3_ep2_n20_bf16"],
     },
 }
 
@@ -238,7 +241,8 @@ def run_job(job: dict) -> dict:
     from synthctx.evaluate.generate import end_of_turn_ids, greedy_decode_hf, prompt_token_ids
     from synthctx.evaluate.metrics import score_prediction
     from synthctx.models.loading import load_tokenizer
-    from synthctx.train.lora import TrainSettings, load_finetuned, train_condition
+    from synthctx.models.loading import load_finetuned
+    from synthctx.train.lora import TrainSettings, train_condition
 
     apply_preset(job.get("preset"))
     torch.set_num_threads(job.get("threads", 2))

@@ -221,7 +221,7 @@ def test_killed_subprocess_resumes_to_same_adapter(tiny_model_dir, tmp_path):
 
 
 def test_full_finetuning_option_saves_loadable_weights(tiny_model_dir, tmp_path):
-    from synthctx.train.lora import adapter_method, load_finetuned
+    from synthctx.models.loading import adapter_method, load_finetuned
 
     settings = replace(SETTINGS, method="full", epochs=1, gradient_accumulation=2, checkpoint_every=0)
     train_condition(examples=qa_examples(2), model_dir=tiny_model_dir, model_settings=SPEC, settings=settings, seed=0,

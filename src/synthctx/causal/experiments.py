@@ -111,7 +111,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _load(model_dir: str, settings: Mapping[str, Any], adapter_dir: str | None):
-    from synthctx.train.lora import load_finetuned  # LoRA adapter or full fine-tuned weights
+    from synthctx.models.loading import load_finetuned  # LoRA adapter or full fine-tuned weights
 
     # Merged LoRA weights: hooks act on plain q_proj/o_proj modules, no adapter matmuls per token.
     return load_finetuned(model_dir, adapter_dir, dict(settings), merge=True)

