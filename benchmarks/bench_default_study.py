@@ -56,8 +56,14 @@ def train_step(results: Path, rounds: int) -> dict:
     from synthctx.data.examples import read_examples
     from synthctx.data.prompts import training_ids
     from synthctx.models.loading import load_model, load_tokenizer
+    from dataclasses import replace
+
+    import yaml
+
     from synthctx.train.lora import TrainSettings, attach_lora, cpu_autocast_context, target_token_loss
 
+    # the default study's train: section (the settings have no defaults of their own)
+    TRAIN = TrainSettings.from_config(yaml.safe_load((REPO / "config.yaml").read_text())["train"])
     torch.set_num_threads(1)
     model_dir = str(REPO / "resources" / "models" / MODEL)
     tokenizer = load_tokenizer(model_dir)
@@ -65,11 +71,11 @@ def train_step(results: Path, rounds: int) -> dict:
     ids, labels = (torch.tensor([x]) for x in training_ids(example, tokenizer))
     model = load_model(model_dir, **SPEC)
     model.config.use_cache = False
-    model = attach_lora(model, TrainSettings(), seed=0)
+    model = attach_lora(model, TRAIN, seed=0)
     model.train()
 
     def step(autocast):
-        context = cpu_autocast_context(TrainSettings(cpu_autocast=autocast), "cpu")
+        context = cpu_autocast_context(replace(TRAIN, cpu_autocast=autocast), "cpu")
 
         def run():
             with context:

@@ -69,7 +69,7 @@ DIFFICULTIES = {
 # gpu-small's recipe (the baseline row) and the alternatives; effective batch 8 throughout.
 BASE_RECIPE = {"method": "lora", "learning_rate": 2.0e-4, "epochs": 2, "batch_size": 8, "gradient_accumulation": 1,
                "warmup_ratio": 0.1, "weight_decay": 0.0, "max_grad_norm": 1.0, "checkpoint_every": 0,
-               "gradient_checkpointing": "auto", "lora": {"r": 16, "alpha": 32, "dropout": 0.05,
+               "gradient_checkpointing": "auto", "cpu_autocast": None, "lora": {"r": 16, "alpha": 32, "dropout": 0.05,
                                              "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}}
 RECIPES = {
     "lr2e-4_ep2": {},

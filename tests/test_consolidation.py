@@ -39,8 +39,8 @@ def test_train_settings_equal_config_yaml_and_have_no_defaults():
     config = default_config()
     settings = TrainSettings.from_config(config["train"])
     assert dataclasses.asdict(settings) == config["train"]
-    # The old defaults (lr 5e-4, warmup 0.0) disagreed with config.yaml (3e-4, 0.1).
-    assert (settings.learning_rate, settings.warmup_ratio) == (3.0e-4, 0.1)
+    # The old defaults (lr 5e-4, warmup 0.0) disagreed with config.yaml (now 1e-3, 0.1).
+    assert (settings.learning_rate, settings.warmup_ratio) == (1.0e-3, 0.1)
     assert _defaults(TrainSettings) == []
     missing = {k: v for k, v in config["train"].items() if k != "warmup_ratio"}
     with pytest.raises(ValueError, match=r"config train: missing keys \['warmup_ratio'\]"):

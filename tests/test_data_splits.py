@@ -275,8 +275,9 @@ def test_configs_give_real_full_and_limited_their_own_sizes(name):
     TrainSettings.from_config(config["train"])
     cap, fraction = config["data"]["max_train_examples"], config["data"]["limited_fraction"]
     if name == "default":
-        # the CPU study keeps its training cost: Real (Full) as large as a synthetic set
-        assert cap == config["generation"]["examples_per_variant"]
+        # the CPU study caps Real (Full) (training cost), at least as large as a synthetic set
+        # (the CPU sweep: 20 real examples x 2 epochs teach MDQA, 10 do not)
+        assert isinstance(cap, int) and cap >= config["generation"]["examples_per_variant"]
         assert 1 <= splits.limited_size(cap, fraction) < cap
     else:
         assert cap is None

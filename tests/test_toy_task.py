@@ -81,7 +81,8 @@ def test_toy_task_end_to_end(toy, tiny_model_dir, smollm_tokenizer, tmp_path):
     # training on the synthetic set
     train = TrainSettings(method="lora", lora={"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj"]},
                           learning_rate=1e-3, epochs=1, batch_size=1, gradient_accumulation=1, warmup_ratio=0.0,
-                          weight_decay=0.0, max_grad_norm=1.0, checkpoint_every=0, gradient_checkpointing=False)
+                          weight_decay=0.0, max_grad_norm=1.0, checkpoint_every=0, gradient_checkpointing=False,
+                          cpu_autocast=None)
     summary = train_condition(examples=read_examples(tmp_path / "symbolic.parquet"), model_dir=str(tiny_model_dir),
                               model_settings=settings, settings=train, seed=7, out_dir=tmp_path / "adapter",
                               checkpoint_dir=tmp_path / "ckpt", run_info={"task": "toy", "condition": "symbolic"})

@@ -60,7 +60,7 @@ SPEC = {"dtype": "float32", "attn_implementation": "sdpa", "rope_theta": None, "
 SETTINGS = TrainSettings(
     method="lora", lora={"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
     learning_rate=5e-3, epochs=2, batch_size=1, gradient_accumulation=2, warmup_ratio=0.25, weight_decay=0.0,
-    max_grad_norm=1.0, checkpoint_every=1, gradient_checkpointing=False,
+    max_grad_norm=1.0, checkpoint_every=1, gradient_checkpointing=False, cpu_autocast=None,
 )
 
 
@@ -246,6 +246,7 @@ def test_every_example_of_the_train_set_is_trained_on(tiny_model_dir, tmp_path):
                               settings=settings, seed=3, out_dir=tmp_path / "out", checkpoint_dir=tmp_path / "ck",
                               device="cpu")
     assert summary["examples"] == 12
-    assert len(read_table(tmp_path / "out" / "train_curve.parquet", "train_curve")) == 12  # batch 1, 1 epoch
+    steps_per_epoch = -(-12 // (settings.batch_size * settings.gradient_accumulation))
+    assert len(read_table(tmp_path / "out" / "train_curve.parquet", "train_curve")) == steps_per_epoch * settings.epochs
     with pytest.raises(ValueError, match="max_examples' was removed.*data.max_train_examples"):
         TrainSettings.from_config({**train_cfg, "max_examples": 10})

@@ -16,18 +16,18 @@ from test_train import SETTINGS, SPEC, qa_examples, tiny_model_dir  # noqa: F401
 def test_autocast_runs_matmuls_in_bf16_on_cpu_only():
     lin = torch.nn.Linear(4, 4)
     x = torch.randn(2, 4)
-    with cpu_autocast_context(TrainSettings(cpu_autocast="bfloat16"), "cpu"):
+    with cpu_autocast_context(replace(SETTINGS, cpu_autocast="bfloat16"), "cpu"):
         assert lin(x).dtype == torch.bfloat16
-    with cpu_autocast_context(TrainSettings(cpu_autocast=None), "cpu"):
+    with cpu_autocast_context(replace(SETTINGS, cpu_autocast=None), "cpu"):
         assert lin(x).dtype == torch.float32
     # GPUs train in the model's own dtype: the setting is ignored there.
-    with cpu_autocast_context(TrainSettings(cpu_autocast="bfloat16"), "cuda:0"):
+    with cpu_autocast_context(replace(SETTINGS, cpu_autocast="bfloat16"), "cuda:0"):
         assert lin(x).dtype == torch.float32
 
 
 def test_autocast_rejects_an_unknown_dtype():
     with pytest.raises(ValueError, match="train.cpu_autocast"):
-        cpu_autocast_context(TrainSettings(cpu_autocast="int8"), "cpu")
+        cpu_autocast_context(replace(SETTINGS, cpu_autocast="int8"), "cpu")
 
 
 def test_bf16_autocast_training_keeps_fp32_weights_and_follows_fp32(tiny_model_dir, tmp_path):
@@ -61,4 +61,5 @@ def test_config_schema_accepts_cpu_autocast():
     schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml").read_text())
     train = schema["properties"]["train"]["properties"]
     assert "cpu_autocast" in train
-    assert TrainSettings.from_config({"cpu_autocast": "bfloat16"}).cpu_autocast == "bfloat16"
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())["train"]
+    assert TrainSettings.from_config({**config, "cpu_autocast": "bfloat16"}).cpu_autocast == "bfloat16"
