@@ -305,7 +305,8 @@ def test_user_condition_reaches_table1_figure3_and_heatmap(tmp_path, smollm_dir)
                           env={**os.environ, "SYNTHCTX_VLLM_PYTHON": "/nonexistent"})
     assert proc.returncode == 0, proc.stderr[-6000:]
     table = read_table(work / env_target, "table1").set_index("condition")
-    assert set(table.index) == {"lighthouse", "real_full", "nonft", "trivial"}
+    # closed_book: config.yaml's study.evaluation_conditions default
+    assert set(table.index) == {"lighthouse", "real_full", "nonft", "closed_book", "trivial"}
     row = table.loc["lighthouse"]
     assert row["label"] == "Lighthouse QA" and row["task"] == "mdqa"
     assert row["train_examples"] == 4 and bool(row["is_best_synthetic"])

@@ -10,6 +10,7 @@ and the HTML report. Assertions check values, not only that files exist; a secon
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -42,7 +43,8 @@ OVERLAY = {
 
 def _tiny_config() -> dict:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config.update(OVERLAY)
+    # a deep copy: other tests build their configs from this one and change them
+    config.update(copy.deepcopy(OVERLAY))
     config["models"][MODEL]["context_tokens"] = 512
     # Eval: 2 examples rank the heads, the next 2 run the causal tests (disjoint parts); SummHay's
     # held-out fixture haystack has 2 insights, so it ranks on 1 and tests on 1.
