@@ -130,9 +130,8 @@ print("SECONDS", time.perf_counter() - started, flush=True)
 
 
 def engine_startup(results: Path, rounds: int) -> dict:
-    python = REPO / ".venv-vllm" / "bin" / "python"
-    if not python.exists():
-        python = Path(os.environ.get("SYNTHCTX_VLLM_PYTHON", "/work/main/.venv-vllm/bin/python"))
+    # the vLLM environment: SYNTHCTX_VLLM_PYTHON (as the workflow's rules), else this checkout's
+    python = Path(os.environ.get("SYNTHCTX_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
     env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
     env["PYTHONPATH"] = str(REPO / "src")
 

