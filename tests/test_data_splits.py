@@ -430,3 +430,26 @@ def test_shared_summhay_needles_meet_min_insight_match(shared_data, smollm_token
     assert data.counts["insight_documents_below_match"] > 0
     stats = data.stats.set_index(["condition", "stat"])["value"]
     assert stats["all", "insight_match_scored_min"] < minimum <= stats["real", "insight_match_min"]
+
+
+# ----------------------------------------------------------------- the data does not depend on where it lies
+
+
+@pytest.mark.parametrize("task", ["mdqa", "musique", "summhay"])
+def test_built_examples_do_not_depend_on_the_raw_files_directory(tmp_path, smollm_tokenizer, task):
+    """The same raw files in two directories build byte-identical examples: an example records
+    its source file by name, not by this machine's path (CI failed on the registries' hash test
+    because MuSiQue and SummHay examples held the absolute path of ../shared/data)."""
+    fixture, cfg = {
+        "mdqa": (lambda d: mdqa_fixture(d)[0], {"num_documents": 3, "gold_position": "uniform"}),
+        "musique": (lambda d: musique_fixture(d)[0], {"hops": [3], "num_paragraphs": 5}),
+        "summhay": (summhay_fixture, SUMMHAY_CFG),
+    }[task]
+    built = []
+    for where in ("here", "elsewhere/deeper"):
+        (tmp_path / where).mkdir(parents=True)
+        data = build(task, fixture(tmp_path / where), smollm_tokenizer, cfg,
+                     **({"eval_examples": 1} if task == "summhay" else {}))
+        built.append(json.dumps([data.eval, data.real_full, data.real_limited], sort_keys=True))
+        assert str(tmp_path) not in built[-1]
+    assert built[0] == built[1]

@@ -85,7 +85,9 @@ def test_default_real_data_unchanged_by_the_registries(shared_data, smollm_token
     """The default config's real data (every task) hashes as on the commit before the registries
     (tests/fixtures/real_data_hashes.json): same eval examples, prompts, targets. The stats hashes
     were renewed once, when the one dataset_stats (synthctx.data.stats) added the gold_position_*
-    rows to the real sets (every earlier row unchanged)."""
+    rows to the real sets (every earlier row unchanged), and the MuSiQue and SummHay example hashes
+    once, when examples began to record their source file by name instead of by absolute path (every
+    other field unchanged; the absolute path made the hashes depend on the checkout's location)."""
     from synthctx.data.build import build_real_data
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -268,7 +268,7 @@ def build_musique(
             needles=musique_needles(record, layout),
             meta={
                 "source_id": record.record_id,
-                "source_file": record.source_file,
+                "source_file": Path(record.source_file).name,  # by name: the data must not depend on where it lies
                 "hops": record.hops,
                 "num_documents": len(passages),
                 "paragraph_idx": [record.paragraphs[s].source_id if s >= 0 else "pad" for s in layout],

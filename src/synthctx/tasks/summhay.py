@@ -266,7 +266,7 @@ def build_summhay(
                 "topic_id": haystack.topic_id,
                 "subtopic_id": subtopic.subtopic_id,
                 "insight_id": insight.insight_id,
-                "source_file": haystack.source_file,
+                "source_file": Path(haystack.source_file).name,  # by name: the data must not depend on where it lies
                 "source_positions": source_positions,
                 "source_document_ids": [ex.document.document_id for _, ex in kept],
                 "insight_f1": insight_f1,
