@@ -48,8 +48,9 @@ rule correlations:
         mem_mb=2000,
         runtime="10m",
     params:
-        # user datasets are synthetic-like points of the Spearman (docs/user-datasets.md)
-        synthetic=SYNTHETIC + USER,
+        # user datasets are synthetic-like points of the Spearman (docs/user-datasets.md); so are
+        # their and the synthetic conditions' recipe variants, in their recipe's own Spearman
+        synthetic=SYNTHETIC + USER + RECIPE_POINTS,
         user_labels=USER_LABELS,
         # seeds the Spearman permutation test (used only above EXACT_MAX_N conditions)
         seed=STUDY["seed"],

@@ -38,6 +38,8 @@ rule claims_report:
             "patch_conditions": list(PATCH_CONDITIONS),
             # per task, the conditions trained for it (a user dataset covers only its own tasks)
             "trained": {t: task_trained(t) for t in TASKS},
+            # labels of the user datasets and the recipe conditions ("C1 [all modules]" rows)
+            "user_labels": USER_LABELS,
             "alpha": config["claims"]["alpha"],
             "min_distinct_fraction": config["claims"]["min_distinct_fraction"],
             "resamples": config["evaluate"]["bootstrap_resamples"],

@@ -24,8 +24,14 @@ TRAINED = REAL + SYNTHETIC
 CONDITIONS = TRAINED + ["nonft"]
 # The user's own training sets (config datasets:, kind "user"), each for the tasks it has a file for.
 USER = study_vocabulary.user_condition_names(config)
-# Their display labels, a param of every rule that draws labels (study.register_user_labels).
-USER_LABELS = {name: config["datasets"][name]["label"] for name in USER}
+# Conditions of the extra training recipes (config training_recipes), "<base>__<recipe>", each
+# trained on its base condition's data; in task_trained / task_conditions like any other.
+RECIPE = study_vocabulary.recipe_condition_names(config)
+# Those of the synthetic conditions and user datasets: the points of their recipe's Figure 3.
+RECIPE_POINTS = [c for c in RECIPE if study_vocabulary.base_condition(c) in SYNTHETIC + USER]
+# Display labels of the user datasets and recipe conditions, a param of every rule that draws
+# labels (study.job_labels; study.register_user_labels registers them in the job).
+USER_LABELS = study_vocabulary.job_labels(config)
 
 
 def task_trained(task):

@@ -89,6 +89,8 @@ rule table1:
             "evaluation": list(EVALUATION_ONLY),
             # the user datasets of each task (trained after the built-in conditions: task_trained)
             "user": {t: study_vocabulary.user_condition_names(config, t) for t in TASKS},
+            # the recipe conditions of each task (training_recipes; trained last: task_trained)
+            "recipes": {t: study_vocabulary.recipe_condition_names(config, t) for t in TASKS},
             "user_labels": USER_LABELS,
             "resamples": config["evaluate"]["bootstrap_resamples"],
             "alpha": config["evaluate"]["alpha"],

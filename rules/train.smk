@@ -9,7 +9,8 @@ include: "functions/train.smk"
 
 rule train_adapter:
     input:
-        data="results/data/{model}/{task}/train/{condition}.parquet",
+        # a recipe condition trains on its base condition's file (study.base_condition)
+        data=lambda wc: train_data(wc.model, wc.task, study_vocabulary.base_condition(wc.condition)),
         model=ancient("resources/models/{model}/config.json"),
     output:
         adapter="results/adapters/{model}/{task}/{condition}/adapter_model.safetensors",
@@ -20,7 +21,7 @@ rule train_adapter:
     benchmark:
         "logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv"
     wildcard_constraints:
-        condition=study_vocabulary.wildcard_pattern(TRAINED + USER),
+        condition=study_vocabulary.wildcard_pattern(TRAINED + USER + RECIPE),
     # Trainings and evaluations are the long chain to Table 1 and the analyses: scheduled before
     # the single-thread jobs (heads, causal) that can fill the other core later (the default
     # study once ended with one core idle while the last training and evaluation ran).

@@ -353,7 +353,7 @@ def test_figure3_counts_user_conditions_as_synthetic_points(tmp_path, monkeypatc
     from synthctx.schema import read_table, write_table
 
     rules = (REPO / "rules" / "analysis.smk").read_text()
-    assert "synthetic=SYNTHETIC + USER," in rules
+    assert "synthetic=SYNTHETIC + USER" in rules
     study.register_user_labels({"myqa": "My QA set"})
     rows = [{"model": "m", "task": "mdqa", "condition": c, "head_kind": "retrieval", "cosine": cos, "recall_topk": cos,
              "recall_threshold": cos, "positive_heads": 3, "score": score}

@@ -18,6 +18,11 @@ def causal_conditions(config: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     # a user dataset (config datasets:) is trained like a synthetic variant, for its own tasks
     synthetic = list(study["synthetic_conditions"]) + list(config.get("datasets") or {})
     trained = list(study["real_conditions"]) + synthetic
+    # recipe conditions (training_recipes) can be knocked out; not patched: the donor would be the
+    # attention-only Real (Full) model, not the recipe's
+    from synthctx.study import recipe_condition_names
+
+    recipes = recipe_condition_names(config)
     problems = []
 
     def chosen(key: str, allowed: list[str], default: list[str], what: str) -> list[str]:
@@ -35,7 +40,7 @@ def causal_conditions(config: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         return values
 
     builtin = list(study["synthetic_conditions"])
-    knockout = chosen("knockout_conditions", trained + ["nonft"], ["real_full"] + builtin,
+    knockout = chosen("knockout_conditions", trained + recipes + ["nonft"], ["real_full"] + builtin,
                       "trained conditions (or nonft)")
     patch = chosen("patch_conditions", synthetic, builtin, "synthetic conditions (or user datasets)")
     if patch and "real_full" not in study["real_conditions"]:

@@ -18,6 +18,13 @@ A condition is one of four kinds:
 
 A condition the config names and nobody registered gets its name as label, so a study can
 add one by config alone (:func:`register_from_config`).
+
+A training recipe (config ``training_recipes``: a second LoRA module set, e.g. every linear
+layer) derives one condition per trained condition it names: ``<base>__<recipe>``
+(:data:`RECIPE_SEPARATOR`), of the base condition's kind, trained on the base condition's data,
+labelled "<base label>, <recipe label>". Everything that expands over trained conditions
+(:func:`trained_conditions`) takes the derived ones too; its reference for head similarity and
+the claims is the Real (Full) model of the same recipe (:func:`recipe_reference`).
 """
 
 from __future__ import annotations
@@ -44,6 +51,11 @@ class Condition:
     axes: tuple[str, str] | None = None
     # False: evaluated on the task's closed-book prompt (the question without the documents)
     with_documents: bool = True
+    # A recipe condition (config training_recipes): the condition whose data it trains on, the
+    # recipe's name and its display words (the label's suffix)
+    base: str | None = None
+    recipe: str | None = None
+    recipe_label: str | None = None
 
     @property
     def trained(self) -> bool:
@@ -114,6 +126,8 @@ def condition_label(condition: str, task: str | None = None) -> str:
     found = _CONDITIONS.get(condition)
     if found is None:
         return condition
+    if found.base is not None:  # a recipe condition: its base's label (task renames included), then the recipe's
+        return f"{condition_label(found.base, task)}, {found.recipe_label}"
     if found.axes is not None and task is not None:
         renamed = _task_axis_labels(task)
         if renamed:
@@ -155,12 +169,17 @@ def user_condition_names(config: Mapping[str, Any], task: str | None = None) -> 
             if any(t in tasks for t in spec["files"]) and (task is None or task in spec["files"])]
 
 
-def trained_conditions(config: Mapping[str, Any], task: str) -> list[str]:
-    """The conditions trained for ``task``: real, synthetic, then the user datasets with a file
-    for it. Every rule that expands over conditions asks this (a user dataset may cover only
-    some tasks, so (model, task, condition) exists only where it has a file)."""
+def _base_trained(config: Mapping[str, Any], task: str) -> list[str]:
     study = config["study"]
     return list(study["real_conditions"]) + list(study["synthetic_conditions"]) + user_condition_names(config, task)
+
+
+def trained_conditions(config: Mapping[str, Any], task: str) -> list[str]:
+    """The conditions trained for ``task``: real, synthetic, the user datasets with a file for
+    it, then the recipe conditions of those (:func:`recipe_condition_names`). Every rule that
+    expands over conditions asks this (a user dataset may cover only some tasks, so (model,
+    task, condition) exists only where it has a file)."""
+    return _base_trained(config, task) + recipe_condition_names(config, task)
 
 
 def evaluated_conditions(config: Mapping[str, Any], task: str) -> list[str]:
@@ -168,11 +187,100 @@ def evaluated_conditions(config: Mapping[str, Any], task: str) -> list[str]:
     return trained_conditions(config, task) + [NONFT]
 
 
-def register_user_labels(labels: Mapping[str, str]) -> None:
-    """Register user datasets (name -> label) in a job's process: the rules that draw labels pass
-    them as a param (``USER_LABELS`` in rules/common.smk), since a job never reads the config."""
-    for name, label in (labels or {}).items():
-        register_condition(Condition(name, "user", str(label)), replace=True)
+# ---------------------------------------------------------------- training recipes
+
+# Joins a base condition and a recipe name: "real_full__allmod". Wildcard- and file-name-safe;
+# no other condition name may contain it (user dataset names are refused), and recipe names
+# have no underscore, so a name splits one way only.
+RECIPE_SEPARATOR = "__"
+REAL_FULL = "real_full"
+
+
+def training_recipes(config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The config's ``training_recipes``: name -> {label, target_modules, conditions}."""
+    return dict(config.get("training_recipes") or {})
+
+
+def recipe_condition(base: str, recipe: str) -> str:
+    """The name of ``base`` trained under ``recipe``."""
+    return f"{base}{RECIPE_SEPARATOR}{recipe}"
+
+
+def split_recipe(condition: str) -> tuple[str, str | None]:
+    """(base condition, recipe) of a condition name; (the name, None) for a main-recipe condition.
+    Works from the name alone, so a job that never reads the config can tell them apart."""
+    base, separator, recipe = condition.rpartition(RECIPE_SEPARATOR)
+    return (base, recipe) if separator and base and recipe else (condition, None)
+
+
+def base_condition(condition: str) -> str:
+    """The condition whose training data ``condition`` trains on (itself unless a recipe condition)."""
+    return split_recipe(condition)[0]
+
+
+def recipe_of(condition: str) -> str | None:
+    return split_recipe(condition)[1]
+
+
+def recipe_reference(condition: str) -> str:
+    """The Real (Full) model a condition's heads are compared with (similarity, Figure 3, the
+    claims): the one trained under the same recipe (same modules adapted)."""
+    recipe = recipe_of(condition)
+    return REAL_FULL if recipe is None else recipe_condition(REAL_FULL, recipe)
+
+
+def recipe_condition_names(config: Mapping[str, Any], task: str | None = None) -> list[str]:
+    """The recipe conditions trained for ``task`` (every task of the study when None), recipe by
+    recipe, each in the base conditions' trained order: a recipe condition exists where its base
+    condition is trained."""
+    tasks = [task] if task is not None else list(config["study"]["tasks"])
+    base = list(dict.fromkeys(c for t in tasks for c in _base_trained(config, t)))
+    return [recipe_condition(c, name) for name, spec in training_recipes(config).items()
+            for c in base if c in spec["conditions"]]
+
+
+def recipe_train_settings(config: Mapping[str, Any], condition: str) -> dict[str, Any]:
+    """The ``train:`` section a condition trains with: the study's, with the recipe's LoRA
+    target modules for a recipe condition (nothing else differs between recipes)."""
+    train = dict(config["train"])
+    recipe = recipe_of(condition)
+    if recipe is not None:
+        spec = training_recipes(config)[recipe]
+        train["lora"] = {**train["lora"], "target_modules": list(spec["target_modules"])}
+    return train
+
+
+def job_labels(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The labels of the conditions the config defines, for a job's process (it never reads the
+    config): user dataset -> label, recipe condition -> {base, recipe, label (the recipe's)}.
+    ``USER_LABELS`` in rules/common.smk; :func:`register_user_labels` registers them."""
+    labels: dict[str, Any] = {name: str(spec.get("label") or name) for name, spec in user_datasets(config).items()}
+    recipes = training_recipes(config)
+    for name in recipe_condition_names(config):
+        base, recipe = split_recipe(name)
+        labels[name] = {"base": base, "recipe": recipe, "label": str(recipes[recipe]["label"])}
+    return labels
+
+
+def _register_recipe_condition(name: str, base: str, recipe: str, label: str) -> None:
+    found = _CONDITIONS.get(base)
+    if found is None:
+        raise ValueError(f"recipe condition {name!r}: base condition {base!r} is not registered")
+    register_condition(Condition(name, found.kind, f"{found.label}, {label}", found.axes, base=base, recipe=recipe,
+                                 recipe_label=label), replace=True)
+
+
+def register_user_labels(labels: Mapping[str, Any]) -> None:
+    """Register the config's own conditions in a job's process (:func:`job_labels`: user datasets,
+    name -> label; recipe conditions, name -> {base, recipe, label}): the rules that draw labels
+    pass them as a param (``USER_LABELS`` in rules/common.smk), since a job never reads the config."""
+    labels = dict(labels or {})
+    for name, label in labels.items():
+        if not isinstance(label, Mapping):
+            register_condition(Condition(name, "user", str(label)), replace=True)
+    for name, spec in labels.items():  # after the user datasets: a recipe may derive from one
+        if isinstance(spec, Mapping):
+            _register_recipe_condition(name, str(spec["base"]), str(spec["recipe"]), str(spec["label"]))
 
 
 def register_from_config(config: Mapping[str, Any]) -> None:
@@ -180,6 +288,9 @@ def register_from_config(config: Mapping[str, Any]) -> None:
     (label = its name), with the kind of the list that names it; checks the kinds agree.
     Each ``datasets`` entry is a condition of kind ``user`` with its configured label."""
     for name, spec in user_datasets(config).items():
+        if RECIPE_SEPARATOR in name:
+            raise ValueError(f"invalid config: datasets.{name}: {RECIPE_SEPARATOR!r} joins a condition and a "
+                             "training recipe (training_recipes) in a name; choose a name without it")
         if name in RESERVED_NAMES:
             raise ValueError(f"invalid config: datasets.{name}: {name!r} is reserved (the base model, the trivial "
                              "baseline or the eval examples); choose another condition name")
@@ -196,6 +307,14 @@ def register_from_config(config: Mapping[str, Any]) -> None:
                 register_condition(Condition(name, kind, name))
             elif known.kind != kind:
                 raise ValueError(f"invalid config: study.{key}: {name!r} is a {known.kind} condition, not {kind}")
+    for name, spec in training_recipes(config).items():
+        for base in spec.get("conditions") or []:
+            found = _CONDITIONS.get(base)
+            trained = {c for t in study.get("tasks") or [] for c in _base_trained(config, t)}
+            if found is None or not found.trained or found.base is not None or base not in trained:
+                raise ValueError(f"invalid config: training_recipes.{name}.conditions: {base!r} is not a trained "
+                                 f"condition of the study (real, synthetic or a user dataset: {sorted(trained)})")
+            _register_recipe_condition(recipe_condition(base, name), base, name, str(spec["label"]))
 
 
 def evaluation_conditions(config: Mapping[str, Any]) -> list[str]:

@@ -20,7 +20,8 @@ register_user_labels(settings["user_labels"])  # labels of the user datasets
 curves = iter(sm.input.curves)  # task by task, each in the rule's task_trained order
 extras = {}
 for i, task in enumerate(settings["tasks"]):
-    trained = list(settings["real"]) + list(settings["synthetic"]) + list(settings["user"].get(task, []))
+    trained = (list(settings["real"]) + list(settings["synthetic"]) + list(settings["user"].get(task, []))
+               + list(settings.get("recipes", {}).get(task, [])))
     task_curves = {condition: next(curves) for condition in trained}
     extras[task] = task_extras(task, sm.input.eval[i], sm.input.real_full[i], task_curves,
                                float(settings["min_loss_drop"]))

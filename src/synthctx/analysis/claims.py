@@ -26,6 +26,12 @@ Tests: paired bootstrap over examples (``evaluate.bootstrap_resamples`` resample
 side of 0 (Koehn 2004, as Table 1); intervals are percentile intervals at ``claims.alpha``.
 C4 reads Figure 3's two-sided exact permutation p with the sign of rho; C8 a hypergeometric
 test of the NIAH top-K overlap against two random K-sets of heads.
+
+Extra training recipes (config ``training_recipes``, e.g. LoRA on every linear layer): C1-C6
+are checked again under each, on its own conditions (``<base>__<recipe>``) with its own Real
+(Full) model as the reference, the positive control and the head comparisons included. Their
+rows have the claim id ``"C1 [<recipe label>]"`` and follow the main recipe's rows of the same
+claim, so the page shows whether each claim holds under both recipes.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import pandas as pd
 from synthctx.provenance import derived_seed
 from synthctx.schema import SCHEMAS, read_table
 from synthctx.study import CLOSED_BOOK  # the closed-book baseline's condition (the question only)
+from synthctx.study import recipe_condition, recipe_of
 from synthctx.tasks import get_task
 
 HOLDS = "holds"
@@ -67,6 +74,15 @@ CLAIMS = {
     "CB": "parametric memory does not explain the score: Real (Full) scores above the closed-book base model "
           "(the question without the documents)",
 }
+
+# The claims checked again under each extra training recipe (claim id "C1 [<recipe label>]").
+RECIPE_CLAIMS = ("C1", "C2", "C3", "C4", "C5", "C6")
+
+
+def base_claim_id(claim_id: str) -> str:
+    """``C1`` of ``C1 [all modules]``."""
+    return claim_id.split(" [", 1)[0]
+
 
 # The paper's numbers that hold for every task (../shared/reference/STUDY.md section 8,
 # paper-method.md section 6); per-task numbers live in each task module's ``paper_numbers``.
@@ -158,17 +174,20 @@ def degenerate_flags(table1: pd.DataFrame, alpha: float, min_distinct_fraction: 
     return flags
 
 
-def control_failures(table1: pd.DataFrame, alpha: float) -> dict[str, str]:
-    """task -> why its Real (Full) model fails the positive control (tasks that pass are absent)."""
+def control_failures(table1: pd.DataFrame, alpha: float, reference: str = REAL_FULL) -> dict[str, str]:
+    """task -> why its Real (Full) model (``reference``: a recipe's own) fails the positive
+    control (tasks that pass are absent)."""
     from synthctx.evaluate.table1 import positive_control
 
     out = {}
     scores = {(r.task, r.condition): r.score for r in table1.itertuples(index=False)}
-    for c in positive_control(table1, alpha).itertuples(index=False):
+    for c in positive_control(table1, alpha, reference).itertuples(index=False):
         if c.passes:
             continue
         trivial = scores.get((c.task, TRIVIAL))
-        out[c.task] = (f"Real (Full) {scores[(c.task, REAL_FULL)]:.3f} vs Non-FT {scores[(c.task, NONFT)]:.3f} "
+        name = "Real (Full)" if reference == REAL_FULL else condition_label(c.task, reference)
+        out[c.task] = (f"{name} {scores[(c.task, reference)]:.3f} vs Non-FT "
+                       f"{scores[(c.task, NONFT)]:.3f} "
                        f"(p = {_fmt(c.p_vs_nonft, 3)})" + (f", vs trivial {trivial:.3f} (p = {_fmt(c.p_vs_trivial, 3)})"
                                                            if trivial is not None else ""))
     return out
@@ -322,15 +341,22 @@ def study_paths(results: str, model: str, tasks: Sequence[str], synthetic: Seque
                 trained: Callable[[str], Sequence[str]] | None = None) -> ClaimPaths:
     """The standard artifact paths (docs/DESIGN.md) of one model's study under ``results``.
     ``trained``: the conditions trained for a task (a user dataset covers only its own tasks;
-    None: every condition everywhere); knockout and patching paths exist only for those."""
+    None: every condition everywhere); knockout and patching paths exist only for those, and
+    the head scores of a recipe condition (``<base>__<recipe>``) of Real (Full) or a synthetic
+    condition where ``trained`` lists one."""
     def of(task: str, conditions: Sequence[str]) -> list[str]:
         return [c for c in conditions if trained is None or c in trained(task) or c == "nonft"]
+
+    def with_recipes(task: str, conditions: Sequence[str]) -> list[str]:
+        derived = [c for c in (trained(task) if trained is not None else [])
+                   if recipe_of(c) and c.rpartition("__")[0] in conditions]
+        return [*conditions, *derived]
 
     return ClaimPaths(
         table1=f"{results}/tables/{model}/table1.parquet",
         predictions={t: f"{results}/eval/{model}/{t}/predictions.parquet" for t in tasks},
         head_examples={(t, c): head_examples_path(results, model, t, c) for t in tasks
-                       for c in [REAL_FULL, *synthetic]},
+                       for c in with_recipes(t, [REAL_FULL, *synthetic])},
         correlations=f"{results}/analysis/{model}/correlations.parquet",
         table2=f"{results}/tables/{model}/table2.parquet",
         knockout={(t, c): f"{results}/causal/{model}/{t}/{c}/knockout.parquet" for t in tasks
@@ -383,9 +409,17 @@ class _Context:
     flags: dict[tuple[str, str], str] = field(default_factory=dict)
     controls: dict[str, str] = field(default_factory=dict)
     rows: list[dict] = field(default_factory=list)
+    # an extra training recipe's pass (None: the main recipe): its name and label, its Real (Full)
+    recipe: str | None = None
+    recipe_label: str = ""
+    real_full: str = REAL_FULL
 
     def seed_of(self, *parts) -> int:
-        return derived_seed(self.seed, "claims", self.model, *parts)
+        extra = () if self.recipe is None else (self.recipe,)
+        return derived_seed(self.seed, "claims", self.model, *parts, *extra)
+
+    def claim_id(self, claim_id: str) -> str:
+        return claim_id if self.recipe is None else f"{claim_id} [{self.recipe_label}]"
 
     def label(self, task: str, condition: str) -> str:
         return condition_label(task, condition)
@@ -401,11 +435,12 @@ class _Context:
         if stat is not None:
             statistic, p_holds, p_contradicts, n = stat.statistic, stat.p_holds, stat.p_contradicts, stat.n
         control = self.controls.get(task) if rests_on_real else None
-        degenerate = self.degenerate(task, list(rests_on) + ([REAL_FULL] if rests_on_real else []))
+        degenerate = self.degenerate(task, list(rests_on) + ([self.real_full] if rests_on_real else []))
         verdict = decide(p_holds, p_contradicts, self.alpha, test, cannot=cannot, control=control,
                          degenerate=degenerate)
+        claim = CLAIMS[claim_id] + ("" if self.recipe is None else f" (training recipe: {self.recipe_label})")
         self.rows.append({
-            "model": self.model, "claim_id": claim_id, "claim": CLAIMS[claim_id], "task": task, "subject": subject,
+            "model": self.model, "claim_id": self.claim_id(claim_id), "claim": claim, "task": task, "subject": subject,
             "measured": measured, "statistic": float(statistic),
             "ci_low": stat.ci_low if stat is not None else math.nan,
             "ci_high": stat.ci_high if stat is not None else math.nan,
@@ -421,7 +456,8 @@ def _scores_by_condition(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _best_synthetic(ctx: _Context, task: str, scores: pd.DataFrame | None) -> str | None:
     if ctx.table1 is not None:
-        best = ctx.table1[(ctx.table1["task"] == task) & ctx.table1["is_best_synthetic"]]
+        best = ctx.table1[(ctx.table1["task"] == task) & ctx.table1["is_best_synthetic"]
+                          & ctx.table1["condition"].map(lambda c: recipe_of(str(c)) == ctx.recipe)]
         if len(best):
             return str(best["condition"].iloc[0])
     if scores is not None:
@@ -446,7 +482,7 @@ def _score_claims(ctx: _Context) -> None:
         frame = ctx.inputs.get(ctx.paths.predictions.get(task, ""), "predictions")
         scores = _scores_by_condition(frame) if frame is not None else None
         best = _best_synthetic(ctx, task, scores)
-        for claim_id, better, worse in (("C1", REAL_FULL, best), ("C2", best, NONFT)):
+        for claim_id, better, worse in (("C1", ctx.real_full, best), ("C2", best, NONFT)):
             rests_on = [c for c in (better, worse) if c not in (None, NONFT)]
             if best is None:
                 ctx.add(claim_id, task, "", "", None, test,
@@ -474,7 +510,8 @@ def _score_claims(ctx: _Context) -> None:
                     f"{test} ({which}; predictions not built: the other direction is untested)",
                     p_holds=p_h, p_contradicts=p_c, statistic=float(b["score"] - w["score"]), n=int(b["n"]),
                     rests_on_real=claim_id == "C1", rests_on=rests_on)
-    _closed_book_claims(ctx)
+    if ctx.recipe is None:
+        _closed_book_claims(ctx)
 
 
 def _closed_book_note(task: str) -> str | None:
@@ -560,7 +597,7 @@ def _head_claims(ctx: _Context) -> None:
     """C3: positive heads of each synthetic model vs Real (Full), per task."""
     test = "one-sided paired bootstrap over head-detection examples"
     for task in ctx.tasks:
-        real_path = ctx.paths.head_examples.get((task, REAL_FULL), "")
+        real_path = ctx.paths.head_examples.get((task, ctx.real_full), "")
         real = ctx.inputs.get(real_path, "head_example_scores")
         for condition in ctx.synthetic:
             path = ctx.paths.head_examples.get((task, condition), "")
@@ -590,7 +627,8 @@ def _correlation_claims(ctx: _Context) -> None:
             if frame is None:
                 ctx.add("C4", task, measure, "", None, test, cannot=not_built(ctx.paths.correlations))
                 continue
-            row = frame[(frame["task"] == task) & (frame["measure"] == measure)]
+            suffix = "" if ctx.recipe is None else f"__{ctx.recipe}"  # the recipe's own Spearman (Figure 3)
+            row = frame[(frame["task"] == task) & (frame["measure"] == measure + suffix)]
             if row.empty:
                 ctx.add("C4", task, measure, "", None, test, cannot=f"no {measure} correlation for {task}")
                 continue
@@ -621,24 +659,13 @@ def _n_heads(frame: pd.DataFrame, intervention: str) -> int:
 def _causal_claims(ctx: _Context) -> None:
     """C5 (knockout top-K vs random) and C6 (patching Intersection vs Orig. and vs Random)."""
     test = "one-sided paired bootstrap over causal examples"
+    if ctx.recipe is not None:
+        _recipe_causal_claims(ctx, test)
+        return
     for (task, condition), path in ctx.paths.knockout.items():
-        subject = ctx.label(task, condition)
-        frame = ctx.inputs.get(path, "intervention_predictions")
-        if frame is None:
-            ctx.add("C5", task, subject, "", None, test, cannot=not_built(path))
-            continue
-        k = _n_heads(frame, "knockout_topk")
-        if k == 0:
-            ctx.add("C5", task, subject, "", None, test, cannot="the model has no head with a positive retrieval "
-                                                                 "score to knock out")
-            continue
-        none, top, rand = (_per_example_interventions(frame, i) for i in ("none", "knockout_topk", "knockout_random"))
-        ids = none.index
-        stat = paired_difference(rand.loc[ids].to_numpy(), top.loc[ids].to_numpy(), ctx.resamples,
-                                 ctx.seed_of("C5", task, condition), ctx.alpha)
-        measured = (f"drop top-{k} {none.mean() - top.loc[ids].mean():+.3f}, drop {_n_heads(frame, 'knockout_random')}"
-                    f" random {none.mean() - rand.loc[ids].mean():+.3f} (statistic: the difference)")
-        ctx.add("C5", task, subject, measured, stat, test, rests_on_real=condition == REAL_FULL, rests_on=[condition])
+        if recipe_of(condition) is not None:
+            continue  # under its recipe's pass
+        _knockout_claim(ctx, task, condition, path, test)
     summary = ctx.inputs.get(ctx.paths.table3, "intervention_summary") if ctx.paths.table3 else None
     for (task, condition), path in ctx.paths.patching.items():
         subject = ctx.label(task, condition)
@@ -675,6 +702,40 @@ def _causal_claims(ctx: _Context) -> None:
                                                                                             margin.p_contradicts))),
                 f"{test}, Inter. > Orig. and Inter. > Rand. (larger p; opposite: Bonferroni of the two)",
                 rests_on_real=True, rests_on=[condition])
+
+
+def _knockout_claim(ctx: _Context, task: str, condition: str, path: str, test: str) -> None:
+    """One C5 row: knocking out a model's own top-K heads vs K random heads."""
+    subject = ctx.label(task, condition)
+    frame = ctx.inputs.get(path, "intervention_predictions")
+    if frame is None:
+        ctx.add("C5", task, subject, "", None, test, cannot=not_built(path))
+        return
+    k = _n_heads(frame, "knockout_topk")
+    if k == 0:
+        ctx.add("C5", task, subject, "", None, test, cannot="the model has no head with a positive retrieval "
+                                                             "score to knock out")
+        return
+    none, top, rand = (_per_example_interventions(frame, i) for i in ("none", "knockout_topk", "knockout_random"))
+    ids = none.index
+    stat = paired_difference(rand.loc[ids].to_numpy(), top.loc[ids].to_numpy(), ctx.resamples,
+                             ctx.seed_of("C5", task, condition), ctx.alpha)
+    measured = (f"drop top-{k} {none.mean() - top.loc[ids].mean():+.3f}, drop {_n_heads(frame, 'knockout_random')}"
+                f" random {none.mean() - rand.loc[ids].mean():+.3f} (statistic: the difference)")
+    ctx.add("C5", task, subject, measured, stat, test, rests_on_real=condition == ctx.real_full, rests_on=[condition])
+
+
+def _recipe_causal_claims(ctx: _Context, test: str) -> None:
+    """C5 under an extra recipe: its conditions named in causal.knockout_conditions (one row saying
+    so where none is); C6: patching is not run under an extra recipe (its donor would be the main
+    recipe's Real (Full) model)."""
+    knocked = [(key, path) for key, path in ctx.paths.knockout.items() if recipe_of(key[1]) == ctx.recipe]
+    for (task, condition), path in knocked:
+        _knockout_claim(ctx, task, condition, path, test)
+    if not knocked:
+        ctx.add("C5", "all", "", "", None, test, cannot="no condition of this recipe is in causal.knockout_conditions")
+    ctx.add("C6", "all", "", "", None, test, cannot="patching is not run under an extra training recipe (the donor "
+                                                   "would be the main recipe's Real (Full) model)")
 
 
 def _table2_rows(tasks) -> list[tuple[str, str, str]]:
@@ -754,6 +815,9 @@ def build_claims(paths: ClaimPaths, settings: Mapping[str, Any]) -> tuple[pd.Dat
 
 
 def _build(paths: ClaimPaths, settings: Mapping[str, Any]) -> tuple[pd.DataFrame, _Context]:
+    from synthctx.study import register_user_labels
+
+    register_user_labels(settings.get("user_labels") or {})  # the recipe conditions' labels
     inputs = _Inputs()
     ctx = _Context(model=str(settings["model"]), tasks=list(settings["tasks"]), synthetic=list(settings["synthetic"]),
                    alpha=float(settings["alpha"]), resamples=int(settings["resamples"]), seed=int(settings["seed"]),
@@ -765,11 +829,37 @@ def _build(paths: ClaimPaths, settings: Mapping[str, Any]) -> tuple[pd.DataFrame
         ctx.controls = control_failures(ctx.table1, ctx.alpha)
     for part in (_score_claims, _head_claims, _correlation_claims, _causal_claims, _specificity_claims, _niah_claim):
         part(ctx)
+    for recipe_ctx in _recipe_contexts(ctx, settings):
+        for part in (_score_claims, _head_claims, _correlation_claims, _causal_claims):
+            part(recipe_ctx)
     frame = pd.DataFrame(ctx.rows, columns=SCHEMAS["claims"].names)
     frame["n"] = frame["n"].astype("Int32")
     order = {c: i for i, c in enumerate(CLAIMS)}
-    frame = frame.sort_values("claim_id", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    # stable: each claim's main-recipe rows, then the same claim under each extra recipe
+    frame = frame.sort_values("claim_id", key=lambda s: s.map(lambda c: order[base_claim_id(c)]),
+                              kind="stable").reset_index(drop=True)
     return frame, ctx
+
+
+def _recipe_contexts(ctx: _Context, settings: Mapping[str, Any]) -> list[_Context]:
+    """One context per extra training recipe of the study (the recipes of the conditions in
+    ``settings["trained"]``): its synthetic conditions, its Real (Full) as reference and positive
+    control; rows and inputs shared with the main pass."""
+    from dataclasses import replace
+
+    from synthctx.study import get_condition
+
+    trained = [c for names in (settings.get("trained") or {}).values() for c in names]
+    out = []
+    for recipe in dict.fromkeys(r for r in map(recipe_of, trained) if r is not None):
+        real_full = recipe_condition(REAL_FULL, recipe)
+        found = next((get_condition(c) for c in trained if recipe_of(c) == recipe and get_condition(c)), None)
+        controls = control_failures(ctx.table1, ctx.alpha, real_full) if ctx.table1 is not None else {}
+        out.append(replace(ctx, recipe=recipe, recipe_label=found.recipe_label if found is not None else recipe,
+                           real_full=real_full, controls=controls,
+                           synthetic=[recipe_condition(c, recipe) for c in ctx.synthetic
+                                      if recipe_condition(c, recipe) in trained]))
+    return out
 
 
 def _fmt(value, digits: int) -> str:
@@ -803,11 +893,14 @@ def claims_markdown(frame: pd.DataFrame, settings: Mapping[str, Any], flags: Map
              "(degenerate outputs)** when a fine-tuned condition it rests on gives (nearly) constant predictions "
              f"(distinct / n < {settings['min_distinct_fraction']}) or does not beat the trivial baseline.", "",
              "## Summary", "", "| claim | what the paper says | verdicts |", "|---|---|---|"]
-    for claim_id, text in CLAIMS.items():
-        part = frame[frame["claim_id"] == claim_id]
-        counts = part["verdict"].value_counts()
-        summary = ", ".join(f"{v}: {int(counts[v])}" for v in VERDICTS if v in counts) or "-"
-        lines.append(f"| {claim_id} | {text} | {summary} |")
+    ids = list(dict.fromkeys(frame["claim_id"]))
+    for base, text in CLAIMS.items():
+        # the claim, then the same claim under each extra training recipe (rows follow the main ones)
+        for claim_id in [base, *[c for c in ids if c != base and base_claim_id(c) == base]]:
+            part = frame[frame["claim_id"] == claim_id]
+            counts = part["verdict"].value_counts()
+            summary = ", ".join(f"{v}: {int(counts[v])}" for v in VERDICTS if v in counts) or "-"
+            lines.append(f"| {claim_id} | {text} | {summary} |")
     lines += ["", "## Every row", "",
               "| claim | task | subject | measured | statistic | uncertainty | n | paper | verdict | rule |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -45,30 +45,41 @@ def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Seq
     """Scatter of each measure (rows) against the downstream score per task (columns).
 
     Retrieval heads only (SummHay: citation heads); the synthetic conditions are the points
-    the correlation uses; Real (Limited) is drawn hollow for reference when present.
+    the correlation uses; Real (Limited) is drawn hollow for reference when present. An extra
+    training recipe's conditions (``<base>__<recipe>`` in ``synthetic``) get their own rows of
+    panels, against their recipe's Real (Full) and with their recipe's correlations.
     """
+    from synthctx.study import RECIPE_SEPARATOR, recipe_condition, recipe_of
+
     plt = _pyplot()
     sim = similarity[similarity["head_kind"] == "retrieval"]
     tasks = list(dict.fromkeys(sim["task"]))
-    fig, axes = plt.subplots(len(measures), max(1, len(tasks)), figsize=(4 * max(1, len(tasks)), 3.4 * len(measures)),
+    recipes = list(dict.fromkeys([None, *(recipe_of(c) for c in synthetic)]))
+    panels = [(measure, recipe) for recipe in recipes for measure in measures]
+    fig, axes = plt.subplots(len(panels), max(1, len(tasks)), figsize=(4 * max(1, len(tasks)), 3.4 * len(panels)),
                              squeeze=False)
     for col, task in enumerate(tasks):
         group = sim[sim["task"] == task]
-        for row, measure in enumerate(measures):
+        for row, (measure, recipe) in enumerate(panels):
             ax = axes[row][col]
-            points = group[group["condition"].isin(synthetic)]
+            suffix = "" if recipe is None else f"{RECIPE_SEPARATOR}{recipe}"
+            limited, full = (c if recipe is None else recipe_condition(c, recipe) for c in ("real_limited",
+                                                                                            "real_full"))
+            points = group[group["condition"].isin([c for c in synthetic if recipe_of(c) == recipe])]
             ax.scatter(points[measure], points["score"], color="tab:blue")
             for _, p in points.iterrows():
                 ax.annotate(_label(task, p["condition"]), (p[measure], p["score"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
             if not np.isfinite(points[measure].to_numpy(dtype=float)).any():
                 ax.text(0.5, 0.5, "undefined: the Real (Full) model\nhas no head with a positive score",
                         transform=ax.transAxes, ha="center", va="center", fontsize=8, color="tab:gray")
-            ref = group[group["condition"] == "real_limited"]
+            ref = group[group["condition"] == limited]
             if not ref.empty:
-                ax.scatter(ref[measure], ref["score"], facecolors="none", edgecolors="tab:gray", label="Real (Limited)")
-            corr = correlations[(correlations["task"] == task) & (correlations["measure"] == measure)]
+                ax.scatter(ref[measure], ref["score"], facecolors="none", edgecolors="tab:gray",
+                           label=_label(task, limited))
+            corr = correlations[(correlations["task"] == task) & (correlations["measure"] == measure + suffix)]
             ax.set_title(f"{task}: {correlation_label(corr.iloc[0] if len(corr) else None)}", fontsize=10)
-            ax.set_xlabel(measure.replace("_", " ") + " to Real (Full)")
+            reference = "Real (Full)" if recipe is None else _label(task, full)
+            ax.set_xlabel(measure.replace("_", " ") + f" to {reference}")
             ax.set_ylabel("downstream score")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

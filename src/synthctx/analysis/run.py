@@ -28,7 +28,9 @@ def _read_heads(paths: Sequence[str]) -> dict[tuple[str, str], pd.DataFrame]:
 
 def run_similarity(*, model: str, head_files: Sequence[str], prediction_files: Sequence[str], top_k: int,
                    threshold: float, output: str) -> pd.DataFrame:
-    """similarity.parquet: every condition's heads against the real_full model of the same task."""
+    """similarity.parquet: every condition's heads against the real_full model of the same task and
+    training recipe (:func:`synthctx.study.recipe_reference`; the main recipe's where the recipe
+    trained no Real (Full))."""
     heads = _read_heads(head_files)
     scores: dict[str, dict[str, float]] = {}
     for path in prediction_files:
@@ -38,7 +40,8 @@ def run_similarity(*, model: str, head_files: Sequence[str], prediction_files: S
     rows = []
     for task in dict.fromkeys(t for t, _ in heads):
         per_condition = {c: f for (t, c), f in heads.items() if t == task}
-        rows += sim.similarity_rows(model, task, per_condition, scores.get(task, {}), top_k, threshold)
+        for reference, group in sim.reference_groups(per_condition).items():
+            rows += sim.similarity_rows(model, task, group, scores.get(task, {}), top_k, threshold, reference)
     frame = pd.DataFrame(rows)
     _log_similarity(frame)
     write_table(frame, output, "head_similarity", provenance(model=model, top_k=top_k, threshold=threshold))
@@ -50,8 +53,16 @@ def run_correlations(*, similarity_path: str, synthetic: Sequence[str], output: 
     """correlations.parquet and Figure 3 (``seed``: the permutation tests above EXACT_MAX_N points)."""
     from synthctx.analysis.figures import figure3
 
+    from synthctx.study import RECIPE_SEPARATOR, recipe_of
+
     similarity = read_table(similarity_path, "head_similarity")
-    frame = pd.DataFrame(sim.correlation_rows(similarity, synthetic, seed), columns=SCHEMAS["correlations"].names)
+    # one Spearman per training recipe, over its own synthetic conditions (measures of an extra
+    # recipe named "<measure>__<recipe>")
+    recipes = list(dict.fromkeys([None, *(recipe_of(c) for c in synthetic)]))
+    rows = [row for recipe in recipes for row in sim.correlation_rows(
+        similarity, [c for c in synthetic if recipe_of(c) == recipe], seed,
+        suffix="" if recipe is None else f"{RECIPE_SEPARATOR}{recipe}")]
+    frame = pd.DataFrame(rows, columns=SCHEMAS["correlations"].names)
     for row in frame.itertuples():
         log.info("%s %s: Spearman rho %.3f (n=%d), two-sided p %.4f (%s)", row.task, row.measure, row.spearman_rho,
                  row.n_conditions, row.p_value, row.p_method)
@@ -69,7 +80,9 @@ def _log_similarity(frame: pd.DataFrame) -> None:
     for row in frame.itertuples():
         log.info("%s/%s %s: %d positive heads, cosine %.3f, recall top-k %.3f, score %.3f", row.task,
                  row.condition, row.head_kind, row.positive_heads, row.cosine, row.recall_topk, row.score)
-    reference = frame[(frame["condition"] == "real_full") & (frame["positive_heads"] == 0)]
+    from synthctx.study import recipe_reference
+
+    reference = frame[frame["condition"].map(lambda c: c == recipe_reference(c)) & (frame["positive_heads"] == 0)]
     for row in reference.itertuples():
         log.warning("%s %s: the Real (Full) model has no head with a positive score, so cosine and recall "
                     "against it are undefined (NaN)", row.task, row.head_kind)

@@ -159,10 +159,29 @@ def similarity_rows(
     return rows
 
 
-def correlation_rows(similarity: pd.DataFrame, synthetic: Iterable[str], seed: int) -> list[dict]:
+def reference_groups(heads: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, pd.DataFrame]]:
+    """The conditions of one task grouped by the Real (Full) model they are compared with: that
+    of their training recipe (:func:`synthctx.study.recipe_reference`) where the study trained it,
+    else the main recipe's ``real_full``; each group holds its reference."""
+    from synthctx.study import REAL_FULL, recipe_reference
+
+    groups: dict[str, dict[str, pd.DataFrame]] = {}
+    for condition, frame in heads.items():
+        reference = recipe_reference(condition)
+        if reference not in heads:
+            reference = REAL_FULL
+        groups.setdefault(reference, {})[condition] = frame
+    for reference, group in groups.items():
+        if reference in heads:
+            group.setdefault(reference, heads[reference])
+    return groups
+
+
+def correlation_rows(similarity: pd.DataFrame, synthetic: Iterable[str], seed: int, suffix: str = "") -> list[dict]:
     """Spearman of each measure with the score over the synthetic conditions, per task and head kind.
 
-    The measure is named ``<measure>`` for retrieval heads and ``<head_kind>_<measure>`` otherwise.
+    The measure is named ``<measure>`` for retrieval heads and ``<head_kind>_<measure>`` otherwise,
+    then ``suffix`` (an extra training recipe's ``__<recipe>``).
     ``seed`` (the study seed) seeds a permutation test per row, used only above ``EXACT_MAX_N``
     conditions.
     """
@@ -173,7 +192,7 @@ def correlation_rows(similarity: pd.DataFrame, synthetic: Iterable[str], seed: i
     for (model, task, head_kind), group in similarity.groupby(["model", "task", "head_kind"], sort=True):
         group = group[group["condition"].isin(synthetic)]
         for measure in MEASURES:
-            name = measure if head_kind == "retrieval" else f"{head_kind}_{measure}"
+            name = (measure if head_kind == "retrieval" else f"{head_kind}_{measure}") + suffix
             result = spearman(group[measure].tolist(), group["score"].tolist(),
                               derived_seed(seed, "spearman", model, task, name))
             rows.append({"model": model, "task": task, "measure": name, "spearman_rho": result.rho,

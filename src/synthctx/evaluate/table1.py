@@ -11,6 +11,11 @@ study (``nonft``, and ``closed_book``: the base model on the question without th
 rows like the trained ones; a task whose closed-book score cannot measure memory (SummHay: the
 citations name documents the prompt does not show) is marked ‡ with its reason.
 
+A study with extra training recipes (config ``training_recipes``) has their conditions as rows
+too, labelled "<condition>, <recipe label>"; each recipe has its own best synthetic condition,
+against which its conditions get their dagger (only the modules differ between recipes, so
+comparing within a recipe is the paper's comparison under that recipe).
+
 Dagger (``significantly_worse``): the best synthetic condition beats this condition with
 p < alpha, where p is the one-sided paired-bootstrap p-value of Koehn (2004): the fraction
 of resamples (examples drawn with replacement, the same draw for both systems) in which the
@@ -30,7 +35,7 @@ import pandas as pd
 from synthctx.provenance import derived_seed, provenance
 from synthctx.schema import ArtifactError, read_table, write_table
 
-from synthctx.study import CLOSED_BOOK, TRIVIAL, task_title
+from synthctx.study import CLOSED_BOOK, TRIVIAL, base_condition, recipe_of, task_title
 from synthctx.study import condition_label as _study_label
 
 
@@ -98,18 +103,30 @@ def build_table1(predictions: Mapping[str, pd.DataFrame], model: str, synthetic:
                  resamples: int, alpha: float, seed: int,
                  extras: Mapping[str, TaskExtras] | None = None,
                  evaluation: Sequence[str] = ("nonft",),
-                 user: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+                 user: Mapping[str, Sequence[str]] | None = None,
+                 recipes: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """One row per (task, condition) from each task's ``predictions`` table (plus the trivial baseline
     row of a task whose ``extras`` give its scores). ``evaluation``: the evaluation-only conditions
     (``study.evaluation_conditions``: ``nonft``, and ``closed_book`` when the study runs it).
     ``user``: per task, the user datasets trained for it (config ``datasets:``); they compete with
-    the synthetic conditions for the column's best."""
+    the synthetic conditions for the column's best. ``recipes``: per task, the recipe conditions
+    trained for it (``<base>__<recipe>``, config ``training_recipes``), rows after the main
+    recipe's; those of a synthetic condition or user dataset compete for their recipe's best."""
     from synthctx.evaluate.baselines import distinct_predictions
 
     rows = []
     for task, frame in predictions.items():
         candidates = [*synthetic, *((user or {}).get(task) or [])]
         order = [*candidates, *real, *dict.fromkeys(["nonft", *evaluation])]
+        # recipe -> its candidates for the best synthetic (None: the main recipe)
+        groups: dict[str | None, list[str]] = {None: candidates}
+        for condition in (recipes or {}).get(task) or []:
+            group = groups.setdefault(recipe_of(condition), [])
+            if base_condition(condition) in candidates:
+                group.append(condition)
+        recipe_rows = [c for c in (recipes or {}).get(task) or []]
+        order += sorted(recipe_rows, key=lambda c: (list(groups).index(recipe_of(c)), c not in groups[recipe_of(c)],
+                                                    recipe_rows.index(c)))
         extra = (extras or {}).get(task) or TaskExtras()
         scores = frame.pivot_table(index="example_id", columns="condition", values="score", aggfunc="first")
         missing = [c for c in order if c not in scores.columns]
@@ -126,7 +143,8 @@ def build_table1(predictions: Mapping[str, pd.DataFrame], model: str, synthetic:
             scores[TRIVIAL] = [float(extra.trivial_scores[i]) for i in scores.index]
             columns.append(TRIVIAL)
         means = scores[order].mean()
-        best = max(candidates, key=lambda c: (means[c], -candidates.index(c)))
+        bests = {recipe: max(group, key=lambda c: (means[c], -group.index(c))) if group else None
+                 for recipe, group in groups.items()}
         # One draw of example indices per task, shared by all conditions (paired).
         test_seed = derived_seed(seed, "table1", model, task)
 
@@ -137,17 +155,18 @@ def build_table1(predictions: Mapping[str, pd.DataFrame], model: str, synthetic:
                                            test_seed)
 
         for condition in columns:
+            best = bests.get(recipe_of(condition)) if condition != TRIVIAL else bests[None]
             values = scores[condition].to_numpy()
             low, high = bootstrap_ci(values, resamples, derived_seed(seed, "table1_ci", model, task, condition), alpha)
-            p = np.nan if condition == best else paired_bootstrap_pvalue(scores[best].to_numpy(), values, resamples,
-                                                                          test_seed)
+            p = np.nan if condition == best or best is None else paired_bootstrap_pvalue(
+                scores[best].to_numpy(), values, resamples, test_seed)
             distinct = (distinct_predictions([str(t) for t in texts[condition]]) if condition in texts.columns
                         else None)
             rows.append({
                 "model": model, "task": task, "condition": condition, "label": condition_label(task, condition),
                 "score": float(values.mean()), "n": len(values), "ci_low": low, "ci_high": high,
                 "is_best_synthetic": condition == best, "p_vs_best_synthetic": p,
-                "significantly_worse": bool(condition != best and p < alpha),
+                "significantly_worse": bool(condition != best and best is not None and p < alpha),
                 "p_vs_nonft": p_beats(condition, "nonft") if condition != TRIVIAL else np.nan,
                 "p_vs_trivial": p_beats(condition, TRIVIAL),
                 "distinct_predictions": distinct,
@@ -201,7 +220,10 @@ def table1_markdown(table: pd.DataFrame, alpha: float, resamples: int,
     lines = [f"# Table 1: {model}", "",
              f"Score per condition ({', '.join(_metric_description(t) for t in tasks)}). **bold**: best synthetic "
              f"condition of the column; †: the best synthetic condition beats this one (one-sided paired bootstrap, "
-             f"{resamples} resamples, p < {alpha}).", ""]
+             f"{resamples} resamples, p < {alpha})."
+             + (" A condition of an extra training recipe (\"<condition>, <recipe>\") is compared with the best "
+                "synthetic condition of its own recipe." if any(recipe_of(str(c)) for c in table["condition"])
+                else ""), ""]
     header = ["Concept / Context"]
     for i, task in enumerate(tasks):
         header += ([f"{task_title(task)} concept"] if _renames_axes(task) and i > 0 else []) + [task_title(task)]
@@ -291,7 +313,8 @@ def plot_table1(table: pd.DataFrame, path: str | Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         sub = table[table["task"] == task].reset_index(drop=True)
-        colors = ["#1f4e79" if b else ("#7f7f7f" if c in ("real_full", "real_limited", "nonft", CLOSED_BOOK, TRIVIAL)
+        colors = ["#1f4e79" if b else ("#7f7f7f" if base_condition(c) in ("real_full", "real_limited", "nonft",
+                                                                          CLOSED_BOOK, TRIVIAL)
                                        else "#8fb3d9")
                   for b, c in zip(sub["is_best_synthetic"], sub["condition"])]
         err = np.vstack([sub["score"] - sub["ci_low"], sub["ci_high"] - sub["score"]]).clip(min=0)
@@ -346,7 +369,8 @@ def make_table1(prediction_paths: Sequence[str], table_path: str, markdown_path:
         predictions[task] = frame
     table = build_table1(predictions, settings["model"], settings["synthetic"], settings["real"],
                          int(settings["resamples"]), float(settings["alpha"]), int(settings["seed"]), extras,
-                         evaluation=settings.get("evaluation", ["nonft"]), user=settings.get("user"))
+                         evaluation=settings.get("evaluation", ["nonft"]), user=settings.get("user"),
+                         recipes=settings.get("recipes"))
     meta = provenance(seed=settings["seed"], model=settings["model"], resamples=settings["resamples"],
                       alpha=settings["alpha"], inputs=[str(p) for p in prediction_paths])
     write_table(table, table_path, "table1", meta)
