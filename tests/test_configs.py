@@ -68,6 +68,8 @@ def expected_counts(config: dict, name: str) -> dict[str, int]:
     study = config["study"]
     n_models, n_tasks = len(study["models"]), len(study["tasks"])
     trained = len(study["synthetic_conditions"]) + len(study["real_conditions"])
+    # each extra training recipe (training_recipes) trains its listed conditions once more
+    trained += sum(len(r["conditions"]) for r in (config.get("training_recipes") or {}).values())
     counts = {
         "build_real_data": n_models * n_tasks,
         "train_adapter": n_models * n_tasks * trained,

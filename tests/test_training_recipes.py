@@ -324,11 +324,14 @@ def test_dry_run_plans_recipe_jobs_only_where_configured(name, tmp_path):
     assert recipe_trained == expected
     assert expected <= heads
     # each recipe training reads its base condition's file: no copy of the data
+    checked = set()
     for block in re.split(r"\n(?=\[[^\]]*\]\n(?:local)?rule )", out):
-        if block.split("\n", 2)[1:2] == ["rule train_adapter:"] or "rule train_adapter:" in block[:80]:
-            match = re.search(r"output: results/adapters/[^/]+/\w+/(\w+)/", block)
-            data = re.search(r"input: results/data/[^/]+/\w+/train/(\w+)\.parquet", block)
-            if match and data:
-                assert data.group(1) == base_condition(match.group(1)), block
+        if "rule train_adapter:" not in block:
+            continue
+        trained_as = re.search(r"output: results/adapters/[^/]+/(\w+)/(\w+)/", block)
+        data = re.search(r"input: results/data/[^/]+/\w+/train/(\w+)\.parquet", block)
+        assert data.group(1) == base_condition(trained_as.group(2)), block
+        checked.add(trained_as.groups())
+    assert expected <= checked
     # the evaluation of a task decodes every adapter, the recipe's included
     assert re.search(r"adapters/[^/]+/mdqa/high_high__allmod/adapter_model\.safetensors", out)

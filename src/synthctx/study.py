@@ -254,7 +254,8 @@ def job_labels(config: Mapping[str, Any]) -> dict[str, Any]:
     """The labels of the conditions the config defines, for a job's process (it never reads the
     config): user dataset -> label, recipe condition -> {base, recipe, label (the recipe's)}.
     ``USER_LABELS`` in rules/common.smk; :func:`register_user_labels` registers them."""
-    labels: dict[str, Any] = {name: str(spec.get("label") or name) for name, spec in user_datasets(config).items()}
+    datasets = user_datasets(config)
+    labels: dict[str, Any] = {name: datasets[name]["label"] for name in user_condition_names(config)}
     recipes = training_recipes(config)
     for name in recipe_condition_names(config):
         base, recipe = split_recipe(name)
@@ -307,10 +308,10 @@ def register_from_config(config: Mapping[str, Any]) -> None:
                 register_condition(Condition(name, kind, name))
             elif known.kind != kind:
                 raise ValueError(f"invalid config: study.{key}: {name!r} is a {known.kind} condition, not {kind}")
+    trained = {c for t in study.get("tasks") or [] for c in _base_trained(config, t)} if training_recipes(config) else set()
     for name, spec in training_recipes(config).items():
         for base in spec.get("conditions") or []:
             found = _CONDITIONS.get(base)
-            trained = {c for t in study.get("tasks") or [] for c in _base_trained(config, t)}
             if found is None or not found.trained or found.base is not None or base not in trained:
                 raise ValueError(f"invalid config: training_recipes.{name}.conditions: {base!r} is not a trained "
                                  f"condition of the study (real, synthetic or a user dataset: {sorted(trained)})")

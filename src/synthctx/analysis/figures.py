@@ -78,7 +78,9 @@ def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Seq
                            label=_label(task, limited))
             corr = correlations[(correlations["task"] == task) & (correlations["measure"] == measure + suffix)]
             ax.set_title(f"{task}: {correlation_label(corr.iloc[0] if len(corr) else None)}", fontsize=10)
-            reference = "Real (Full)" if recipe is None else _label(task, full)
+            # the recipe's own Real (Full) where it trained one (synthctx.analysis.similarity.reference_groups)
+            reference = _label(task, full) if recipe is not None and (group["condition"] == full).any() \
+                else "Real (Full)"
             ax.set_xlabel(measure.replace("_", " ") + f" to {reference}")
             ax.set_ylabel("downstream score")
     fig.tight_layout()

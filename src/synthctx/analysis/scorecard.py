@@ -66,7 +66,8 @@ def scorecard_candidates(config: Mapping[str, Any], task: str) -> list[str]:
     study = config["study"]
     names = vocabulary.trained_conditions(config, task)
     real = set(study["real_conditions"]) | set(vocabulary.BUILTIN_REAL)
-    return [n for n in names if n not in real and n != vocabulary.NONFT]
+    # an extra training recipe's conditions (training_recipes) are the same data trained another way, not candidates
+    return [n for n in names if n not in real and n != vocabulary.NONFT and vocabulary.recipe_of(n) is None]
 
 
 def probed_conditions(config: Mapping[str, Any], task: str) -> list[str]:

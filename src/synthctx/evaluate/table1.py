@@ -124,7 +124,7 @@ def build_table1(predictions: Mapping[str, pd.DataFrame], model: str, synthetic:
             group = groups.setdefault(recipe_of(condition), [])
             if base_condition(condition) in candidates:
                 group.append(condition)
-        recipe_rows = [c for c in (recipes or {}).get(task) or []]
+        recipe_rows = list((recipes or {}).get(task) or [])
         order += sorted(recipe_rows, key=lambda c: (list(groups).index(recipe_of(c)), c not in groups[recipe_of(c)],
                                                     recipe_rows.index(c)))
         extra = (extras or {}).get(task) or TaskExtras()
