@@ -330,10 +330,12 @@ def train_examples(config: Mapping, task: str, condition: str, synthetic: Sequen
     data = config["data"]
     if condition in synthetic:
         return int(config["generation"]["examples_per_variant"])
-    full = data.get("max_train_examples")
+    from synthctx.study import task_data_settings
+
+    full = task_data_settings(config, task)[2]
     if full is None:
         if task not in real_full_examples:
-            raise ValueError(f"data.max_train_examples is null (Real (Full) = every remaining train example): give "
+            raise ValueError(f"max_train_examples is null for {task} (Real (Full) = every remaining train example): give "
                              f"its size for {task} with --real-full {task}=N")
         full = real_full_examples[task]
     if condition == "real_limited":

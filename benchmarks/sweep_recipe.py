@@ -66,6 +66,9 @@ DIFFICULTIES = {
     },
 }
 
+# Difficulty keys that steer the sweep's split, not the task's data settings.
+SWEEP_ONLY_KEYS = ("dev_hops", "dev_haystack")
+
 # gpu-small's recipe (the baseline row) and the alternatives; effective batch 8 throughout.
 BASE_RECIPE = {"method": "lora", "learning_rate": 2.0e-4, "epochs": 2, "batch_size": 8, "gradient_accumulation": 1,
                "warmup_ratio": 0.1, "weight_decay": 0.0, "max_grad_norm": 1.0, "checkpoint_every": 0,
@@ -111,17 +114,22 @@ CPU_PRESET = {
     "CONTEXT_TOKENS": 640,
     "EVAL_EXAMPLES": {"mdqa": 12, "musique": 12, "summhay": None},
     "DEV_EXAMPLES": {"mdqa": 24, "musique": 12, "summhay": 24},
-    "MAX_TRAIN": {"mdqa": 20, "musique": 20, "summhay": 20},
+    "MAX_TRAIN": {"mdqa": 20, "musique": 20, "summhay": 40},  # SummHay 40: session 8's n40 recipe
     "MAX_NEW_TOKENS": {"mdqa": 16, "musique": 16, "summhay": 16},
     "DIFFICULTIES": {
         "mdqa": {"cpu_docs3": {"num_documents": 3, "gold_position": "uniform"}},
         "summhay": {
             "cpu_docs4_gold2": {"eval_haystacks": 1, "num_documents": 4, "max_gold_documents": 2, "excerpt_sentences": 3},
             "cpu_docs4_gold1": {"eval_haystacks": 1, "num_documents": 4, "max_gold_documents": 1, "excerpt_sentences": 3},
+            # Session 8: the same data with a leak-free dev split, one whole training haystack
+            # (k-th by seeded hash of its topic id), trained on the other two: three folds.
+            **{f"cpu_docs4_gold1_devhs{k}": {"eval_haystacks": 1, "num_documents": 4, "max_gold_documents": 1,
+                                              "excerpt_sentences": 3, "dev_haystack": k} for k in range(3)},
         },
     },
-    "BASE_RECIPE": {"learning_rate": 3.0e-4, "epochs": 1, "batch_size": 1, "gradient_accumulation": 1,
-                    "warmup_ratio": 0.1, "lora": {"r": 16, "alpha": 32, "dropout": 0.05,
+    "BASE_RECIPE": {"method": "lora", "learning_rate": 3.0e-4, "epochs": 1, "batch_size": 1, "gradient_accumulation": 1,
+                    "warmup_ratio": 0.1, "weight_decay": 0.0, "max_grad_norm": 1.0, "checkpoint_every": 0,
+                    "gradient_checkpointing": "auto", "cpu_autocast": None, "lora": {"r": 16, "alpha": 32, "dropout": 0.05,
                                                   "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}},
     # "train_examples": the first N of the (seeded) train set; the CPU default trains on 10.
     "RECIPES": {
@@ -134,11 +142,18 @@ CPU_PRESET = {
         # Session 7: the chosen recipe with its passes under bf16 autocast (train.cpu_autocast).
         "cpu_lr1e-3_ep2_n20_bf16": {"learning_rate": 1.0e-3, "epochs": 2, "train_examples": 20,
                                     "cpu_autocast": "bfloat16"},
+        # Session 8, on the leak-free SummHay folds: twice the steps, as more examples or more epochs.
+        "cpu_lr1e-3_ep2_n40_bf16": {"learning_rate": 1.0e-3, "epochs": 2, "train_examples": 40,
+                                    "cpu_autocast": "bfloat16"},
+        "cpu_lr1e-3_ep4_n20_bf16": {"learning_rate": 1.0e-3, "epochs": 4, "train_examples": 20,
+                                    "cpu_autocast": "bfloat16"},
     },
     "PLAN": {
         ("mdqa", "cpu_docs3"): ["cpu_default", "cpu_lr1e-3_ep2", "cpu_lr1e-3_ep2_n20", "cpu_lr1e-3_ep1",
                                 "cpu_lr1e-3_ep1_n20", "cpu_lr1e-3_ep2_n20_bf16"],
         ("summhay", "cpu_docs4_gold2"): ["cpu_default", "cpu_lr1e-3_ep2"],
+        **{("summhay", f"cpu_docs4_gold1_devhs{k}"): ["cpu_lr1e-3_ep2_n20_bf16", "cpu_lr1e-3_ep2_n40_bf16",
+                                                      "cpu_lr1e-3_ep4_n20_bf16"] for k in range(3)},
         ("summhay", "cpu_docs4_gold1"): ["cpu_default", "cpu_lr1e-3_ep2", "cpu_lr1e-3_ep2_n20", "cpu_lr1e-3_ep1",
                                          "cpu_lr1e-3_ep1_n20", "cpu_lr1e-3_ep2_n20_bf16"],
     },
@@ -188,7 +203,7 @@ def build(args) -> None:
             if args.difficulties and name not in args.difficulties:
                 continue
             started = time.perf_counter()
-            task_config = merge(cfg["data"][task], {k: v for k, v in over.items() if k != "dev_hops"})
+            task_config = merge(cfg["data"][task], {k: v for k, v in over.items() if k not in SWEEP_ONLY_KEYS})
             kwargs = dict(task_config=task_config, limited_fraction=0.25, seed=SEED, context_tokens=CONTEXT_TOKENS)
             # The study's eval split of this difficulty first (three-hop for MuSiQue), excluded below.
             eval_config = dict(task_config, hops=over.get("dev_hops", task_config.get("hops")))
@@ -204,6 +219,16 @@ def build(args) -> None:
                 pool = [ex for ex in data.eval + data.real_full if ex["example_id"] not in held_out]
             else:
                 pool = study.real_full
+            if "dev_haystack" in over:
+                # SummHay: the dev questions come from one whole training haystack, as the eval
+                # questions come from a held-out one. Questions of a training haystack share its
+                # documents, so a dev split of them scores memory of those documents too (the
+                # session-6 split: dev 0.792, the study's eval haystack 0.250).
+                topics = sorted({ex["meta"]["topic_id"] for ex in dev_pool},
+                                key=lambda t: derived_seed(SEED, "dev-haystack", t))
+                dev_topic = topics[over["dev_haystack"]]
+                dev_pool = [ex for ex in dev_pool if ex["meta"]["topic_id"] == dev_topic]
+                pool = [ex for ex in pool if ex["meta"]["topic_id"] != dev_topic]
             ranked = sorted(dev_pool, key=lambda ex: derived_seed(SEED, "dev", ex["example_id"]))
             dev = ranked[:DEV_EXAMPLES[task]]
             dev_ids = {ex["example_id"] for ex in dev}

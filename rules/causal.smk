@@ -21,7 +21,7 @@ from synthctx.causal.settings import KnockoutSettings, PatchingSettings
 # The ranking and the causal part must fit the configured eval split of every task (the jobs
 # check the built split again: the data stage keeps fewer examples when too few fit the budget).
 for _task in TASKS:
-    _eval_n = config["data"][_task].get("eval_examples", config["data"]["eval_examples"])
+    _eval_n = study_vocabulary.task_data_settings(config, _task)[1]
     _problem = split_error(
         _task,
         _eval_n,

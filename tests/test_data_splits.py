@@ -14,6 +14,7 @@ import yaml
 from conftest import FIXTURES, REPO
 from synthctx.data import loaders, splits
 from synthctx.data.build import build_real_data
+from synthctx.study import task_data_settings
 from synthctx.schema import ArtifactError
 from synthctx.tasks.mdqa import load_mdqa
 from synthctx.tasks.musique import MusiqueRecord, ParagraphPool
@@ -273,14 +274,19 @@ def test_configs_give_real_full_and_limited_their_own_sizes(name):
     config = merged(name)
     assert "max_examples" not in config["train"]  # no training-side cap that equalizes the conditions
     TrainSettings.from_config(config["train"])
-    cap, fraction = config["data"]["max_train_examples"], config["data"]["limited_fraction"]
+    fraction = config["data"]["limited_fraction"]
+    for task in config["study"]["tasks"]:
+        cap = task_data_settings(config, task)[2]  # the task's own cap, else the study-wide one
+        if name == "default":
+            # the CPU study caps Real (Full) (training cost), at least as large as a synthetic set
+            # (the CPU sweep: 20 real examples x 2 epochs teach MDQA, 10 do not; SummHay 40)
+            assert isinstance(cap, int) and cap >= config["generation"]["examples_per_variant"]
+            assert 1 <= splits.limited_size(cap, fraction) < cap
+        else:
+            # the GPU configs inherit no CPU cap, the study-wide one nor a task's
+            assert cap is None, (task, cap)
     if name == "default":
-        # the CPU study caps Real (Full) (training cost), at least as large as a synthetic set
-        # (the CPU sweep: 20 real examples x 2 epochs teach MDQA, 10 do not)
-        assert isinstance(cap, int) and cap >= config["generation"]["examples_per_variant"]
-        assert 1 <= splits.limited_size(cap, fraction) < cap
-    else:
-        assert cap is None
+        assert task_data_settings(config, "summhay")[2] == 40 and task_data_settings(config, "mdqa")[2] == 20
     assert 0 <= config["data"]["summhay"]["min_insight_match"] <= 1
 
 

@@ -109,3 +109,28 @@ def test_default_real_data_unchanged_by_the_registries(shared_data, smollm_token
             digest = hashlib.sha256(json.dumps(getattr(data, name), sort_keys=True, default=str).encode()).hexdigest()
             assert digest == expected[f"{task}/{name}"], (task, name)
         assert hashlib.sha256(data.stats.to_csv(index=False).encode()).hexdigest() == expected[f"{task}/stats"]
+
+
+def test_a_task_section_overrides_the_study_wide_sizes():
+    """data.<task>.eval_examples / max_train_examples override the study-wide keys for that task
+    only; each is checked where it is (a bad value names data.<task>.<key>), and the task's own
+    schema fragment never sees them."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["data"]["max_train_examples"] = 20
+    config["data"]["summhay"]["max_train_examples"] = 40
+    config["data"]["musique"]["eval_examples"] = 7
+    config["data"]["mdqa"].pop("eval_examples", None)
+    config["data"]["mdqa"].pop("max_train_examples", None)
+    study.check_config(config)
+    summhay_config, summhay_eval, summhay_cap = study.task_data_settings(config, "summhay")
+    assert (summhay_eval, summhay_cap) == (config["data"]["eval_examples"], 40)
+    assert "max_train_examples" not in summhay_config and "eval_examples" not in summhay_config
+    assert study.task_data_settings(config, "musique")[1:] == (7, 20)
+    assert study.task_data_settings(config, "mdqa")[1:] == (config["data"]["eval_examples"], 20)
+    config["data"]["summhay"]["max_train_examples"] = None  # null: every remaining example
+    assert study.task_data_settings(config, "summhay")[2] is None
+    for key, bad in (("max_train_examples", 0), ("eval_examples", "12")):
+        wrong = copy.deepcopy(config)
+        wrong["data"]["summhay"][key] = bad
+        with pytest.raises(ValueError, match=f"data.summhay.{key}"):
+            study.check_config(wrong)

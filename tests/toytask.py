@@ -47,8 +47,7 @@ class ToyLookup(Task):
     synthetic_variants = ("symbolic",)  # no LLM pool needed: key-value lookups
     synth_data_keys = ("num_documents",)
     data_schema = {"type": "object", "additionalProperties": False, "required": ["num_documents"],
-                   "properties": {"num_documents": {"type": "integer", "minimum": 1},
-                                  "eval_examples": {"type": "integer", "minimum": 1}}}
+                   "properties": {"num_documents": {"type": "integer", "minimum": 1}}}
 
     @property
     def variant_builder(self):

@@ -47,11 +47,12 @@ def exactly(names):
 
 def real_data_params(wildcards):
     """The config slice build_real_data depends on (and nothing else)."""
+    # a task may override the study-wide sizes (MuSiQue's local sample has 59 three-hop questions)
+    task_config, eval_examples, max_train_examples = study_vocabulary.task_data_settings(config, wildcards.task)
     return {
-        "task_config": {k: v for k, v in config["data"][wildcards.task].items() if k != "eval_examples"},
-        # a task may override the study-wide count (MuSiQue's local sample has 59 three-hop questions)
-        "eval_examples": config["data"][wildcards.task].get("eval_examples", config["data"]["eval_examples"]),
-        "max_train_examples": config["data"].get("max_train_examples"),
+        "task_config": task_config,
+        "eval_examples": eval_examples,
+        "max_train_examples": max_train_examples,
         "limited_fraction": config["data"]["limited_fraction"],
         "seed": config["study"]["seed"],
         "context_tokens": config["models"][wildcards.model]["context_tokens"],

@@ -351,6 +351,24 @@ def task_title(task: str) -> str:
         return task
 
 
+# Study-wide sizes (data.eval_examples, data.max_train_examples) that a task's data section may
+# override for that task: checked here, stripped before the task's own schema fragment (ours).
+TASK_SIZE_OVERRIDES = {
+    "eval_examples": {"type": "integer", "minimum": 1},
+    "max_train_examples": {"type": ["integer", "null"], "minimum": 1},
+}
+
+
+def task_data_settings(config: Mapping[str, Any], task: str) -> tuple[dict[str, Any], int, int | None]:
+    """A task's data settings: (its ``data.<task>`` section without the size overrides, its eval
+    examples, its Real (Full) cap), each override falling back to the study-wide key."""
+    data = config["data"]
+    section = data[task]
+    return ({k: v for k, v in section.items() if k not in TASK_SIZE_OVERRIDES},
+            int(section.get("eval_examples", data["eval_examples"])),
+            section.get("max_train_examples", data.get("max_train_examples")))
+
+
 # Config mappings keyed by task name (any subset of the study's tasks, unless required here).
 PER_TASK_KEYS = {
     ("evaluate", "max_new_tokens"): True,  # required for every task of the study
@@ -395,8 +413,17 @@ def check_config(config: Mapping[str, Any]) -> None:
             if task not in block:
                 error(f"{section}.{task}", f"missing: task {task!r} is in study.tasks")
             schema = get_task(task).raw_schema if section == "raw_data" else get_task(task).data_schema
+            settings = block[task]
+            if section == "data" and isinstance(settings, Mapping):
+                for key, fragment in TASK_SIZE_OVERRIDES.items():
+                    if key in settings:
+                        try:
+                            jsonschema.validate(settings[key], fragment)
+                        except jsonschema.ValidationError as err:
+                            error(f"data.{task}.{key}", err.message)
+                settings = {k: v for k, v in settings.items() if k not in TASK_SIZE_OVERRIDES}
             try:
-                jsonschema.validate(block[task], schema)
+                jsonschema.validate(settings, schema)
             except jsonschema.ValidationError as err:
                 where = ".".join(str(p) for p in err.absolute_path)
                 error(f"{section}.{task}" + (f".{where}" if where else ""), err.message)

@@ -88,13 +88,13 @@ def real_examples(config: Mapping[str, Any], task: str) -> int:
     return min(int(config["scorecard"]["real_examples"]), ranking_examples(config, task))
 
 
-def study_set_bound(config: Mapping[str, Any], condition: str) -> int | None:
+def study_set_bound(config: Mapping[str, Any], task: str, condition: str) -> int | None:
     """The most examples the full study's train set of ``condition`` can hold, from the config
-    alone (None: not bounded by config, e.g. Real (Full) without data.max_train_examples or a
+    alone (None: not bounded by config, e.g. Real (Full) without a max_train_examples or a
     user dataset, whose size only its file knows)."""
     found = vocabulary.get_condition(condition)
     if condition == REFERENCE:
-        bound = config["data"].get("max_train_examples")
+        bound = vocabulary.task_data_settings(config, task)[2]
         return None if bound is None else int(bound)
     if found is not None and found.kind == "synthetic":
         return int(config["generation"]["examples_per_variant"])
@@ -114,7 +114,7 @@ def probe_reuse(config: Mapping[str, Any], task: str, condition: str) -> tuple[b
     cap = config["scorecard"]["train_examples"]
     trained = condition == REFERENCE and REFERENCE in config["study"]["real_conditions"]
     trained = trained or condition in scorecard_candidates(config, task)
-    bound = study_set_bound(config, condition)
+    bound = study_set_bound(config, task, condition)
     train = trained and (cap is None or (bound is not None and int(cap) >= bound))
     heads = train and real_examples(config, task) == ranking_examples(config, task)
     return train, heads

@@ -162,7 +162,6 @@ class MDQA(QATask):
     data_schema = {
         "type": "object", "additionalProperties": False, "required": ["num_documents", "gold_position"],
         "properties": {
-            "eval_examples": {"type": "integer", "minimum": 1},
             "num_documents": {"type": "integer", "minimum": 1, "maximum": 20},
             "gold_position": {"oneOf": [{"type": "string", "enum": ["uniform"]}, {"type": "integer", "minimum": 0}]},
         },

@@ -308,7 +308,6 @@ class MuSiQue(QATask):
     data_schema = {
         "type": "object", "additionalProperties": False, "required": ["hops", "train_hops", "num_paragraphs"],
         "properties": {
-            "eval_examples": {"type": "integer", "minimum": 1},
             "hops": {"type": "array", "minItems": 1, "items": {"type": "integer", "enum": HOP_COUNTS}},
             # Hop counts of the training questions; null: the same as hops.
             "train_hops": {"type": ["array", "null"], "minItems": 1,

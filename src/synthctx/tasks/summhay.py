@@ -326,7 +326,6 @@ class SummHay(Task):
         "required": ["eval_haystacks", "num_documents", "max_gold_documents", "excerpt_sentences",
                      "min_insight_match"],
         "properties": {
-            "eval_examples": {"type": "integer", "minimum": 1},
             "eval_haystacks": {"type": "integer", "minimum": 1},
             # topic ids of the eval haystacks; null: the eval_haystacks with the smallest seeded hash
             "eval_haystack_ids": {"type": ["array", "null"], "minItems": 1, "uniqueItems": True,
