@@ -100,7 +100,7 @@ def test_default_real_data_unchanged_by_the_registries(shared_data, smollm_token
         files = [str(shared_data / f) for f in get_task(task).raw_files(config["raw_data"][task])]
         data = build_real_data(
             task, files, smollm_tokenizer, task_config={k: v for k, v in config["data"][task].items()
-                                                        if k != "eval_examples"},
+                                                        if k not in study.TASK_SIZE_OVERRIDES},
             eval_examples=config["data"][task].get("eval_examples", config["data"]["eval_examples"]),
             max_train_examples=config["data"]["max_train_examples"],
             limited_fraction=config["data"]["limited_fraction"], seed=config["study"]["seed"],
