@@ -9,16 +9,16 @@ include: "functions/train.smk"
 
 rule train_adapter:
     input:
-        data="results/data/{model}/{task}/train/{condition}.parquet",
+        data=study_path("data/{model}/{task}/train/{condition}.parquet"),
         model=ancient("resources/models/{model}/config.json"),
     output:
-        adapter="results/adapters/{model}/{task}/{condition}/adapter_model.safetensors",
-        adapter_config="results/adapters/{model}/{task}/{condition}/adapter_config.json",
-        curve="results/adapters/{model}/{task}/{condition}/train_curve.parquet",
+        adapter=study_path("adapters/{model}/{task}/{condition}/adapter_model.safetensors"),
+        adapter_config=study_path("adapters/{model}/{task}/{condition}/adapter_config.json"),
+        curve=study_path("adapters/{model}/{task}/{condition}/train_curve.parquet"),
     log:
-        "logs/train_adapter/{model}/{task}/{condition}.log",
+        study_path("logs/train_adapter/{model}/{task}/{condition}.log"),
     benchmark:
-        "logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv"
+        study_path("logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv")
     wildcard_constraints:
         condition=study_vocabulary.wildcard_pattern(TRAINED + USER),
     # Trainings and evaluations are the long chain to Table 1 and the analyses: scheduled before
@@ -36,6 +36,6 @@ rule train_adapter:
         gpu=gpu_resources(),
     params:
         settings=train_settings_params,
-        checkpoint_dir="results/checkpoints/{model}/{task}/{condition}",
+        checkpoint_dir=study_path("checkpoints/{model}/{task}/{condition}"),
     script:
         "../workflow/scripts/train_adapter.py"
