@@ -124,3 +124,15 @@ def test_schema_requires_a_study_name():
     with pytest.raises(Exception) as err:
         validate(config, str(REPO / "schemas" / "config.schema.yaml"))
     assert "'name' is a required property" in str(err.value)
+
+
+def test_the_rehearsal_scripts_find_the_rehearsal_study_folder(capsys):
+    """benchmarks/paper_rehearsal_device.sh asks rehearsal_report.py for the study's folder; the
+    rehearsal's targets (and what its report reads) lie in it."""
+    from test_rehearsal import REHEARSAL_STACK, load_module
+
+    report = load_module("rehearsal_report", REPO / "benchmarks" / "rehearsal_report.py")
+    assert report.main(["study-dir", "--configfile", *[str(REPO / p) for p in REHEARSAL_STACK]]) == 0
+    assert capsys.readouterr().out == "results/paper-rehearsal\n"
+    targets = report.rehearsal_targets(report.load_config(REHEARSAL_STACK))
+    assert targets and all(t.startswith("results/paper-rehearsal/") for t in targets)
