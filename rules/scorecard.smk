@@ -2,7 +2,7 @@
 # the user's datasets) by the retrieval heads of a cheap probe, before training at full size
 # (synthctx.analysis.scorecard). A probe is the study's own training and head detection
 # (train_adapter.py, heads.py) with a training-example cap and another output folder,
-# results/scorecard/{model}/{task}/{condition}/; where a probe's settings equal the full study's
+# results/{study}/scorecard/{model}/{task}/{condition}/; where a probe's settings equal the full study's
 # (scorecard.probe_reuse), the study's adapter and head scores are read instead.
 # `snakemake scorecard` needs no Table 1; `snakemake scorecard_vs_study` adds the comparison
 # with the full study (and so builds it).

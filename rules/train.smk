@@ -1,6 +1,6 @@
 # Train stage: one fine-tuning run per (model, task, condition); identical hyper-parameters
 # for every condition of a model (config `train:`), only the training data differs.
-# Resumable checkpoints live in results/checkpoints/ (never inside the declared outputs,
+# Resumable checkpoints live in results/{study}/checkpoints/ (never inside the declared outputs,
 # which Snakemake removes when a job fails).
 
 
