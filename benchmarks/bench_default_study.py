@@ -3,7 +3,7 @@
     PYTHONPATH=$PWD/src .venv/bin/python benchmarks/bench_default_study.py [--rounds 3] [--only train heads engine]
 
 Comparisons (baseline -> changed), on the embedded model and the study's own artifacts under
-``results/`` (run the default study first; ``--results`` points elsewhere):
+``results/default/`` (run the default study first; ``--results`` points elsewhere, e.g. another study's folder):
 
 - ``train``: one LoRA training step (forward + backward, one thread) of a Real (Full) MDQA
   example, fp32 -> ``train.cpu_autocast: bfloat16``; also the loss of each.
@@ -159,7 +159,7 @@ def spread(times: list[float]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--results", default=str(REPO / "results"))
+    parser.add_argument("--results", default=str(REPO / "results" / "default"), help="a study's folder")
     parser.add_argument("--only", nargs="*", choices=["train", "heads", "engine"], default=["train", "heads", "engine"])
     parser.add_argument("--json", default=None, help="also write the raw seconds here")
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_eval.py [--examples 8] [--max-new-tokens 24]
 
 Both backends decode the same task prompts (synthctx.evaluate.generate, real eval examples
-of results/data/smollm2-135m/<task>/eval.parquet, or hand-made examples when absent). HF runs
+of results/default/data/smollm2-135m/<task>/eval.parquet, or hand-made examples when absent). HF runs
 in this interpreter (batched, left padding); vLLM runs in .venv-vllm (a subprocess of this
 same script with --worker vllm). Reports set-up time (model load / engine start), decode
 time, prompt and generated tokens per second, and how many greedy predictions agree.
@@ -26,7 +26,7 @@ MODEL_DIR = REPO / "resources" / "models" / "smollm2-135m"
 def load_examples(task: str, n: int):
     from synthctx.data.examples import read_examples
 
-    path = REPO / "results" / "data" / "smollm2-135m" / task / "eval.parquet"
+    path = REPO / "results" / "default" / "data" / "smollm2-135m" / task / "eval.parquet"  # the default study's
     if path.exists():
         return read_examples(str(path))[:n]
     sys.path.insert(0, str(REPO / "tests"))

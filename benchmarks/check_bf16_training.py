@@ -6,7 +6,7 @@ relative difference. LoRA dropout is set to 0 so both runs draw no random masks 
 CUDA random streams differ). Used for issue 4's "loss matches the CPU run's first steps".
 
     python benchmarks/check_bf16_training.py --model-dir resources/models/smollm2-135m \
-        --train results/data/smollm2-135m/mdqa/train/real_full.parquet --examples 8
+        --train results/default/data/smollm2-135m/mdqa/train/real_full.parquet --examples 8
 """
 
 from __future__ import annotations

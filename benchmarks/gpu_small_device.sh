@@ -10,7 +10,7 @@
 #   bash benchmarks/gpu_small_device.sh collect OUT_DIR             # logs + tables as a tarball
 #
 # Each `run` stops after SECONDS (snakemake is interrupted and resumes next time with
-# --rerun-incomplete); the per-call wall times are appended to results/gpu_small_timing.tsv.
+# --rerun-incomplete); the per-call wall times are appended to results/gpu-small/gpu_small_timing.tsv.
 # `start` runs the study detached from the calling shell, so it continues across the calls of a
 # lending tool that limits each command's duration; `wait` reports progress until it ends and
 # appends the run's start, end, seconds and exit status to the same file.
@@ -18,6 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 overlay="$HOME/gpu-small-device.yaml"
+# The study's folder, results/<study.name of config/gpu-small.yaml>: its outputs and logs, and this script's files.
+name_of='import yaml; print(yaml.safe_load(open("config/gpu-small.yaml"))["study"]["name"])'
+[ "$1" = setup ] || study="results/$(python3 -c "$name_of")"
 case "$1" in
 setup)
     # --no-deps: the node's own numpy/pandas/packaging... stay; the carried wheels are the missing rest.
@@ -44,48 +47,48 @@ YAML
     ;;
 run)
     limit="$2"; per_gpu="${3:-8}"
-    mkdir -p results
+    mkdir -p "$study"
     start=$(date +%s)
     rc=0
     timeout --signal=INT --kill-after=30 "$limit" python3 -m snakemake --cores all --resources gpu="$per_gpu" \
         --configfile config/gpu-small.yaml "$overlay" --rerun-incomplete --keep-going \
-        > "results/gpu_small_run_$start.log" 2>&1 || rc=$?
+        > "$study/gpu_small_run_$start.log" 2>&1 || rc=$?
     end=$(date +%s)
-    printf '%s\t%s\t%s\t%s\n' "$start" "$end" "$((end - start))" "$rc" >> results/gpu_small_timing.tsv
-    tail -n 3 "results/gpu_small_run_$start.log"
+    printf '%s\t%s\t%s\t%s\n' "$start" "$end" "$((end - start))" "$rc" >> $study/gpu_small_timing.tsv
+    tail -n 3 "$study/gpu_small_run_$start.log"
     python3 -m snakemake -n --quiet --configfile config/gpu-small.yaml "$overlay" 2>&1 | tail -n 20 || true
     ;;
 start)
     per_gpu="${2:-8}"
-    mkdir -p results
-    date +%s > results/gpu_small_detached.start
-    rm -f results/gpu_small_detached.rc
+    mkdir -p "$study"
+    date +%s > $study/gpu_small_detached.start
+    rm -f $study/gpu_small_detached.rc
     # TARGETS (optional): what to build instead of `all`, e.g. "claims figure4".
     setsid nohup bash -c "python3 -m snakemake ${TARGETS:-} --cores all --resources gpu=$per_gpu \
         --configfile config/gpu-small.yaml '$overlay' --rerun-incomplete --keep-going \
-        > results/gpu_small_detached.log 2>&1; echo \$? > results/gpu_small_detached.rc; \
-        date +%s > results/gpu_small_detached.end" > /dev/null 2>&1 < /dev/null &
-    echo "started at $(cat results/gpu_small_detached.start)"
+        > $study/gpu_small_detached.log 2>&1; echo \$? > $study/gpu_small_detached.rc; \
+        date +%s > $study/gpu_small_detached.end" > /dev/null 2>&1 < /dev/null &
+    echo "started at $(cat $study/gpu_small_detached.start)"
     ;;
 wait)
     deadline=$(( $(date +%s) + $2 ))
-    while [ ! -f results/gpu_small_detached.rc ] && [ "$(date +%s)" -lt "$deadline" ]; do
+    while [ ! -f $study/gpu_small_detached.rc ] && [ "$(date +%s)" -lt "$deadline" ]; do
         sleep 20
-        printf '%s s: %s\n' "$(( $(date +%s) - $(cat results/gpu_small_detached.start) ))" \
-            "$(grep -Eo '[0-9]+ of [0-9]+ steps \([0-9]+%\) done' results/gpu_small_detached.log | tail -n 1)"
+        printf '%s s: %s\n' "$(( $(date +%s) - $(cat $study/gpu_small_detached.start) ))" \
+            "$(grep -Eo '[0-9]+ of [0-9]+ steps \([0-9]+%\) done' $study/gpu_small_detached.log | tail -n 1)"
     done
-    if [ -f results/gpu_small_detached.rc ]; then
-        start=$(cat results/gpu_small_detached.start); end=$(cat results/gpu_small_detached.end)
-        rc=$(cat results/gpu_small_detached.rc)
-        printf '%s\t%s\t%s\t%s\n' "$start" "$end" "$((end - start))" "$rc" >> results/gpu_small_timing.tsv
-        echo "finished: $((end - start)) s, exit $rc"; tail -n 3 results/gpu_small_detached.log
+    if [ -f $study/gpu_small_detached.rc ]; then
+        start=$(cat $study/gpu_small_detached.start); end=$(cat $study/gpu_small_detached.end)
+        rc=$(cat $study/gpu_small_detached.rc)
+        printf '%s\t%s\t%s\t%s\n' "$start" "$end" "$((end - start))" "$rc" >> $study/gpu_small_timing.tsv
+        echo "finished: $((end - start)) s, exit $rc"; tail -n 3 $study/gpu_small_detached.log
     else
         echo "still running"; pgrep -f "snakemake --cores" > /dev/null || echo "but no snakemake process is left"
     fi
     ;;
 collect)
     mkdir -p "$2"
-    tar czf "$2/gpu_small_outputs.tgz" results/gpu_small_* results/tables results/figures logs .snakemake/log \
+    tar czf "$2/gpu_small_outputs.tgz" $study/gpu_small_* $study/tables $study/figures $study/logs logs .snakemake/log \
         2> /dev/null || true
     ls -la "$2"
     ;;

@@ -8,7 +8,7 @@
 #   bash benchmarks/paper_rehearsal_device.sh setup WHEEL_DIR SMOLLM2 DATA_DIR [MODELS]  # once per machine
 #   bash benchmarks/paper_rehearsal_device.sh start [JOBS_PER_GPU]   # one detached run ...
 #   bash benchmarks/paper_rehearsal_device.sh wait SECONDS           # ... followed until it ends
-#   bash benchmarks/paper_rehearsal_device.sh report                 # results/rehearsal_report.{md,json}
+#   bash benchmarks/paper_rehearsal_device.sh report   # results/paper-rehearsal/rehearsal_report.{md,json}
 #   bash benchmarks/paper_rehearsal_device.sh collect OUT_DIR        # logs, metadata, report as a tarball
 #
 # WHEEL_DIR: snakemake and its missing dependencies as wheels. SMOLLM2: the embedded
@@ -27,6 +27,9 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/benchmarks/gpu_slots:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 overlay="$HOME/paper-rehearsal-device.yaml"
 configs="config/paper.yaml config/paper-rehearsal.yaml $overlay"
+# The study's folder, results/<study.name> (results/paper-rehearsal): the workflow's outputs and logs,
+# and this script's own files (rehearsal_*, the GPU slots).
+[ "$1" = setup ] || study=$(python3 benchmarks/rehearsal_report.py study-dir --configfile config.yaml $configs)
 case "$1" in
 setup)
     python3 -m pip install -q --no-index --no-deps --no-build-isolation "$2"/*
@@ -60,50 +63,51 @@ start)
     gpus=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true)
     [ "$gpus" -ge 1 ] || { echo "no GPU visible (nvidia-smi -L)"; exit 1; }
     slots=$((gpus * per_gpu))
-    mkdir -p results
-    rm -rf results/.gpu_slots results/rehearsal_detached.rc
-    date +%s > results/rehearsal_detached.start
-    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > results/rehearsal_gpus.txt || true
+    mkdir -p "$study"
+    rm -rf $study/.gpu_slots $study/rehearsal_detached.rc
+    date +%s > $study/rehearsal_detached.start
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > $study/rehearsal_gpus.txt || true
     python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', \
-transformers.__version__, 'peft', peft.__version__)" > results/rehearsal_versions.txt 2>&1 || true
-    python3 benchmarks/rehearsal_report.py targets --configfile config.yaml $configs > results/rehearsal_targets.txt
-    echo "$gpus GPUs, $slots GPU job slots, $(wc -l < results/rehearsal_targets.txt) targets"
-    SYNTHCTX_GPU_SLOT_DIR="$PWD/results/.gpu_slots" SYNTHCTX_GPU_COUNT="$gpus" SYNTHCTX_GPU_SLOTS="$slots" \
-    setsid nohup bash -c "python3 -m snakemake \$(cat results/rehearsal_targets.txt) --cores all \
+transformers.__version__, 'peft', peft.__version__)" > $study/rehearsal_versions.txt 2>&1 || true
+    python3 benchmarks/rehearsal_report.py targets --configfile config.yaml $configs > $study/rehearsal_targets.txt
+    echo "$gpus GPUs, $slots GPU job slots, $(wc -l < $study/rehearsal_targets.txt) targets"
+    SYNTHCTX_GPU_SLOT_DIR="$PWD/$study/.gpu_slots" SYNTHCTX_GPU_COUNT="$gpus" SYNTHCTX_GPU_SLOTS="$slots" \
+    setsid nohup bash -c "python3 -m snakemake \$(cat $study/rehearsal_targets.txt) --cores all \
         --resources gpu=$slots --configfile $configs --rerun-incomplete --keep-going \
-        > results/rehearsal_detached.log 2>&1; echo \$? > results/rehearsal_detached.rc; \
-        date +%s > results/rehearsal_detached.end" > /dev/null 2>&1 < /dev/null &
-    echo "started at $(cat results/rehearsal_detached.start)"
+        > $study/rehearsal_detached.log 2>&1; echo \$? > $study/rehearsal_detached.rc; \
+        date +%s > $study/rehearsal_detached.end" > /dev/null 2>&1 < /dev/null &
+    echo "started at $(cat $study/rehearsal_detached.start)"
     ;;
 wait)
     deadline=$(( $(date +%s) + $2 ))
-    while [ ! -f results/rehearsal_detached.rc ] && [ "$(date +%s)" -lt "$deadline" ]; do
+    while [ ! -f $study/rehearsal_detached.rc ] && [ "$(date +%s)" -lt "$deadline" ]; do
         sleep 20
-        printf '%s s: %s\n' "$(( $(date +%s) - $(cat results/rehearsal_detached.start) ))" \
-            "$(grep -Eo '[0-9]+ of [0-9]+ steps \([0-9]+%\) done' results/rehearsal_detached.log | tail -n 1)"
+        printf '%s s: %s\n' "$(( $(date +%s) - $(cat $study/rehearsal_detached.start) ))" \
+            "$(grep -Eo '[0-9]+ of [0-9]+ steps \([0-9]+%\) done' $study/rehearsal_detached.log | tail -n 1)"
     done
-    if [ -f results/rehearsal_detached.rc ]; then
-        start=$(cat results/rehearsal_detached.start); end=$(cat results/rehearsal_detached.end)
-        printf '%s\t%s\t%s\t%s\n' "$start" "$end" "$((end - start))" "$(cat results/rehearsal_detached.rc)" \
-            >> results/rehearsal_timing.tsv
-        echo "finished: $((end - start)) s, exit $(cat results/rehearsal_detached.rc)"
-        tail -n 3 results/rehearsal_detached.log
+    if [ -f $study/rehearsal_detached.rc ]; then
+        start=$(cat $study/rehearsal_detached.start); end=$(cat $study/rehearsal_detached.end)
+        printf '%s\t%s\t%s\t%s\n' "$start" "$end" "$((end - start))" "$(cat $study/rehearsal_detached.rc)" \
+            >> $study/rehearsal_timing.tsv
+        echo "finished: $((end - start)) s, exit $(cat $study/rehearsal_detached.rc)"
+        tail -n 3 $study/rehearsal_detached.log
     else
-        echo "still running"; tail -n 2 results/rehearsal_detached.log
+        echo "still running"; tail -n 2 $study/rehearsal_detached.log
     fi
     ;;
 report)
     python3 benchmarks/rehearsal_report.py report --root . --configfile config.yaml $configs \
-        --json results/rehearsal_report.json | tee results/rehearsal_report.md
+        --json $study/rehearsal_report.json | tee $study/rehearsal_report.md
     ;;
 collect)
     mkdir -p "$2"
     # Logs, benchmark TSVs, slot assignments, the small Parquet outputs whose metadata the report
     # reads (not the models, adapters, checkpoints or training data).
-    find results/eval results/heads results/causal results/synth -name '*.parquet' 2> /dev/null > results/.collect
-    find results/adapters -name train_curve.parquet 2> /dev/null >> results/.collect
-    ls results/rehearsal_* results/.gpu_slots/assignments.tsv 2> /dev/null >> results/.collect || true
-    tar czf "$2/paper_rehearsal.tgz" logs .snakemake/log -T results/.collect 2> /dev/null || true
+    find $study/eval $study/heads $study/causal $study/synth -name '*.parquet' 2> /dev/null > $study/.collect
+    find $study/logs -type f 2> /dev/null >> $study/.collect
+    find $study/adapters -name train_curve.parquet 2> /dev/null >> $study/.collect
+    ls $study/rehearsal_* $study/.gpu_slots/assignments.tsv 2> /dev/null >> $study/.collect || true
+    tar czf "$2/paper_rehearsal.tgz" logs .snakemake/log -T $study/.collect 2> /dev/null || true
     ls -la "$2"
     ;;
 *)

@@ -3,11 +3,12 @@ whole paper study (config/paper.yaml) in GPU-hours, per model and per stage.
 
     python benchmarks/rehearsal_report.py targets [--configfile CONFIG...]   # the rehearsal's targets
     python benchmarks/rehearsal_report.py report --root DIR [--configfile ...] [--paper ...] [--json OUT]
+    python benchmarks/rehearsal_report.py study-dir [--configfile CONFIG...]  # results/<study.name>
 
 ``targets`` prints the outputs of every GPU rule of the rehearsal (one per line, for snakemake's
 command line): evaluations, head scores of the trained conditions, NIAH, knockout and patching,
 whose inputs pull in the pools and trainings. ``report`` reads, under DIR (a rehearsal's working
-directory or its collected copy):
+directory or its collected copy), in the study's folder ``results/<study.name>/`` (``study-dir``):
 
 - per GPU job, ``logs/<rule>/...benchmark.tsv`` (wall seconds ``s``, host ``max_rss``) and the job
   log's ``peak GPU memory: A GiB allocated, R GiB reserved`` line (synthctx.logging_utils);
@@ -103,6 +104,11 @@ def load_config(paths: Sequence[str | Path], root: Path = REPO) -> dict:
     return config
 
 
+def study_dir(config: Mapping) -> str:
+    """The study's folder, relative to the working directory (rules/common.smk study_path)."""
+    return f"results/{config['study']['name']}"
+
+
 def eval_count(config: Mapping, task: str) -> int:
     return int(config["data"][task].get("eval_examples", config["data"]["eval_examples"]))
 
@@ -127,14 +133,15 @@ def rehearsal_targets(config: Mapping) -> list[str]:
     """Outputs of every GPU rule of a study (their inputs pull in pools, variants and trainings)."""
     trained, _, _ = conditions(config)
     knockout, patch = causal_conditions(config)
+    study = study_dir(config)
     targets = []
     for model in config["study"]["models"]:
         for task in config["study"]["tasks"]:
-            targets.append(f"results/eval/{model}/{task}/predictions.parquet")
-            targets += [f"results/heads/{model}/{task}/{c}.parquet" for c in trained]
-            targets += [f"results/causal/{model}/{task}/{c}/knockout.parquet" for c in knockout]
-            targets += [f"results/causal/{model}/{task}/{c}/patching.parquet" for c in patch]
-        targets += [f"results/heads/{model}/niah/set1.parquet", f"results/heads/{model}/niah/set2.parquet"]
+            targets.append(f"{study}/eval/{model}/{task}/predictions.parquet")
+            targets += [f"{study}/heads/{model}/{task}/{c}.parquet" for c in trained]
+            targets += [f"{study}/causal/{model}/{task}/{c}/knockout.parquet" for c in knockout]
+            targets += [f"{study}/causal/{model}/{task}/{c}/patching.parquet" for c in patch]
+        targets += [f"{study}/heads/{model}/niah/set1.parquet", f"{study}/heads/{model}/niah/set2.parquet"]
     return targets
 
 
@@ -235,53 +242,53 @@ def _job(root: Path, rule: str, log: Path, model: str, task: str, condition: str
 
 def collect(root: str | Path, config: Mapping) -> list[Measure]:
     """Every GPU job of the rehearsal under ``root`` with its measures (models mapped to the
-    paper models they stand for)."""
-    root = Path(root)
+    paper models they stand for): logs and outputs in the study's folder, root/results/<study.name>/."""
+    study = Path(root) / study_dir(config)
     paper = paper_model_of(config)
     out: list[Measure] = []
     generator = config["generation"]["generator_model"]
-    for log in sorted((root / "logs" / "synth_pool").glob("*.log")):
+    for log in sorted((study / "logs" / "synth_pool").glob("*.log")):
         task = log.stem
-        m = _job(root, "synth_pool", log, paper.get(generator, generator), task, "")
-        pool = root / "results" / "synth" / task / "pool.parquet"
+        m = _job(study, "synth_pool", log, paper.get(generator, generator), task, "")
+        pool = study / "synth" / task / "pool.parquet"
         if pool.exists():
             stats = _meta(pool).get("stats", {})
             m.units = float(stats.get("output_tokens", 0))
             if "total_seconds" in stats:
                 m.work_s = float(stats["total_seconds"]) - float(stats.get("engine_seconds", 0.0))
         out.append(m)
-    for log in sorted((root / "logs" / "train_adapter").glob("*/*/*.log")):
+    for log in sorted((study / "logs" / "train_adapter").glob("*/*/*.log")):
         model, task, condition = log.parts[-3], log.parts[-2], log.stem
-        m = _job(root, "train_adapter", log, paper.get(model, model), task, condition)
-        curve = root / "results" / "adapters" / model / task / condition / "train_curve.parquet"
+        m = _job(study, "train_adapter", log, paper.get(model, model), task, condition)
+        curve = study / "adapters" / model / task / condition / "train_curve.parquet"
         if curve.exists():
             meta = _meta(curve)
             summary, settings = meta.get("summary", {}), meta.get("settings", {})
             m.units = float(summary.get("examples", 0)) * float(settings.get("epochs", 1))
             m.work_s = summary.get("seconds")
         out.append(m)
-    for log in sorted((root / "logs" / "evaluate_task").glob("*/*.log")):
+    for log in sorted((study / "logs" / "evaluate_task").glob("*/*.log")):
         model, task = log.parts[-2], log.stem
-        m = _job(root, "evaluate_task", log, paper.get(model, model), task, "")
-        predictions = root / "results" / "eval" / model / task / "predictions.parquet"
+        m = _job(study, "evaluate_task", log, paper.get(model, model), task, "")
+        predictions = study / "eval" / model / task / "predictions.parquet"
         if predictions.exists():
             meta = _meta(predictions)
             m.units = float(_rows(predictions))
             m.work_s = meta.get("seconds")
             m.reloads = (len(meta.get("adapters", {})) + 1) if meta.get("backend") == "hf" else 0
         out.append(m)
-    for log in sorted((root / "logs" / "heads").glob("*/*/*.log")):
+    for log in sorted((study / "logs" / "heads").glob("*/*/*.log")):
         model, task, condition = log.parts[-3], log.parts[-2], log.stem
-        m = _job(root, "heads", log, paper.get(model, model), task, condition)
-        scores = root / "results" / "heads" / model / task / f"{condition}.parquet"
+        m = _job(study, "heads", log, paper.get(model, model), task, condition)
+        scores = study / "heads" / model / task / f"{condition}.parquet"
         if scores.exists():
             m.units = float(_meta(scores).get("n_seen", 0))
             m.work_s = seconds_between(log.read_text(errors="replace"), HEADS_START_RE)
         out.append(m)
-    for log in sorted((root / "logs" / "heads").glob("*/niah.log")):
+    for log in sorted((study / "logs" / "heads").glob("*/niah.log")):
         model = log.parts[-2]
-        m = _job(root, "niah_heads", log, paper.get(model, model), "", "")
-        sets = [root / "results" / "heads" / model / "niah" / f"set{i}.parquet" for i in (1, 2)]
+        m = _job(study, "niah_heads", log, paper.get(model, model), "", "")
+        sets = [study / "heads" / model / "niah" / f"set{i}.parquet" for i in (1, 2)]
         if all(s.exists() for s in sets):
             metas = [_meta(s) for s in sets]
             m.units = float(sum(meta.get("n_seen", 0) for meta in metas))
@@ -290,10 +297,10 @@ def collect(root: str | Path, config: Mapping) -> list[Measure]:
             m.work_s = seconds_between(log.read_text(errors="replace"), NIAH_START_RE)
         out.append(m)
     for kind in ("knockout", "patching"):
-        for log in sorted((root / "logs" / "causal" / kind).glob("*/*/*.log")):
+        for log in sorted((study / "logs" / "causal" / kind).glob("*/*/*.log")):
             model, task, condition = log.parts[-3], log.parts[-2], log.stem
-            m = _job(root, kind, log, paper.get(model, model), task, condition)
-            table = root / "results" / "causal" / model / task / condition / f"{kind}.parquet"
+            m = _job(study, kind, log, paper.get(model, model), task, condition)
+            table = study / "causal" / model / task / condition / f"{kind}.parquet"
             if table.exists():
                 import pandas as pd
 
@@ -551,15 +558,20 @@ def main(argv=None) -> int:
     targets.add_argument("--configfile", nargs="+", default=REHEARSAL_CONFIGS,
                          help="config stack as snakemake gets it (config.yaml first)")
     report = sub.add_parser("report", help="measurements and the paper projection as markdown")
-    report.add_argument("--root", default=".", help="the rehearsal's working directory (logs/, results/)")
+    report.add_argument("--root", default=".", help="the rehearsal's working directory (results/<study.name>/)")
     report.add_argument("--configfile", nargs="+", default=REHEARSAL_CONFIGS)
     report.add_argument("--paper", nargs="+", default=PAPER_CONFIGS, help="the config stack to project")
     report.add_argument("--json", help="also write the numbers as JSON here")
     report.add_argument("--real-full", nargs="*", default=[], metavar="TASK=N",
                         help="Real (Full) training examples per task where data.max_train_examples is null")
+    folder = sub.add_parser("study-dir", help="print the study's folder (results/<study.name>)")
+    folder.add_argument("--configfile", nargs="+", default=REHEARSAL_CONFIGS)
     args = parser.parse_args(argv)
     if args.command == "targets":
         print("\n".join(rehearsal_targets(load_config(args.configfile, Path.cwd()))))
+        return 0
+    if args.command == "study-dir":
+        print(study_dir(load_config(args.configfile, Path.cwd())))
         return 0
     config = load_config(args.configfile, Path.cwd())
     paper_config = load_config(args.paper, Path.cwd())

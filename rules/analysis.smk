@@ -8,11 +8,11 @@ include: "functions/analysis.smk"
 rule similarity:
     input:
         heads=lambda wc: [f for task in TASKS for f in task_head_files(wc.model, task)],
-        predictions=lambda wc: [f"results/eval/{wc.model}/{task}/predictions.parquet" for task in TASKS],
+        predictions=lambda wc: [study_path(f"eval/{wc.model}/{task}/predictions.parquet") for task in TASKS],
     output:
-        "results/analysis/{model}/similarity.parquet",
+        study_path("analysis/{model}/similarity.parquet"),
     log:
-        "logs/analysis/{model}/similarity.log",
+        study_path("logs/analysis/{model}/similarity.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"
@@ -29,17 +29,17 @@ rule similarity:
 
 rule correlations:
     input:
-        "results/analysis/{model}/similarity.parquet",
+        study_path("analysis/{model}/similarity.parquet"),
     output:
-        table="results/analysis/{model}/correlations.parquet",
+        table=study_path("analysis/{model}/correlations.parquet"),
         figure=report(
-            "results/figures/{model}/figure3.png",
+            study_path("figures/{model}/figure3.png"),
             caption="../report/figure3.rst",
             category="Retrieval heads",
             subcategory="{model}",
         ),
     log:
-        "logs/analysis/{model}/figure3.log",
+        study_path("logs/analysis/{model}/figure3.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"
@@ -60,17 +60,17 @@ rule correlations:
 
 rule cross_task_table:
     input:
-        lambda wc: [f"results/heads/{wc.model}/{task}/real_full.parquet" for task in TASKS],
+        lambda wc: [study_path(f"heads/{wc.model}/{task}/real_full.parquet") for task in TASKS],
     output:
-        table="results/tables/{model}/table2.parquet",
+        table=study_path("tables/{model}/table2.parquet"),
         markdown=report(
-            "results/tables/{model}/table2.md",
+            study_path("tables/{model}/table2.md"),
             caption="../report/table2.rst",
             category="Retrieval heads",
             subcategory="{model}",
         ),
     log:
-        "logs/analysis/{model}/table2.log",
+        study_path("logs/analysis/{model}/table2.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"
@@ -87,13 +87,13 @@ rule heatmap:
         lambda wc: task_head_files(wc.model, wc.task),
     output:
         report(
-            "results/figures/{model}/heatmap_{task}.png",
+            study_path("figures/{model}/heatmap_{task}.png"),
             caption="../report/heatmap.rst",
             category="Retrieval heads",
             subcategory="{model}",
         ),
     log:
-        "logs/analysis/{model}/heatmap_{task}.log",
+        study_path("logs/analysis/{model}/heatmap_{task}.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"
@@ -109,17 +109,17 @@ rule heatmap:
 
 rule niah_report:
     input:
-        set1="results/heads/{model}/niah/set1.parquet",
-        set2="results/heads/{model}/niah/set2.parquet",
+        set1=study_path("heads/{model}/niah/set1.parquet"),
+        set2=study_path("heads/{model}/niah/set2.parquet"),
     output:
         report(
-            "results/tables/{model}/niah_heads.md",
+            study_path("tables/{model}/niah_heads.md"),
             caption="../report/niah.rst",
             category="Retrieval heads",
             subcategory="{model}",
         ),
     log:
-        "logs/analysis/{model}/niah.log",
+        study_path("logs/analysis/{model}/niah.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"
@@ -136,20 +136,20 @@ rule niah_report:
 # Named targets (no wildcards): `snakemake figure3`, `table2`, `heatmaps`, `niah`, for every study model.
 rule figure3:
     input:
-        [f"results/figures/{m}/figure3.png" for m in MODELS],
-        [f"results/analysis/{m}/correlations.parquet" for m in MODELS],
+        [study_path(f"figures/{m}/figure3.png") for m in MODELS],
+        [study_path(f"analysis/{m}/correlations.parquet") for m in MODELS],
 
 
 rule table2:
     input:
-        [f"results/tables/{m}/table2.{ext}" for m in MODELS for ext in ("parquet", "md")],
+        [study_path(f"tables/{m}/table2.{ext}") for m in MODELS for ext in ("parquet", "md")],
 
 
 rule heatmaps:
     input:
-        [f"results/figures/{m}/heatmap_{task}.png" for m in MODELS for task in TASKS],
+        [study_path(f"figures/{m}/heatmap_{task}.png") for m in MODELS for task in TASKS],
 
 
 rule niah:
     input:
-        [f"results/tables/{m}/niah_heads.md" for m in MODELS],
+        [study_path(f"tables/{m}/niah_heads.md") for m in MODELS],

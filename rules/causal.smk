@@ -40,11 +40,11 @@ rule knockout:
         heads=lambda wc: head_scores(wc.model, wc.task, wc.condition),
         adapter=lambda wc: causal_adapter(wc.model, wc.task, wc.condition),
     output:
-        "results/causal/{model}/{task}/{condition}/knockout.parquet",
+        study_path("causal/{model}/{task}/{condition}/knockout.parquet"),
     log:
-        "logs/causal/knockout/{model}/{task}/{condition}.log",
+        study_path("logs/causal/knockout/{model}/{task}/{condition}.log"),
     benchmark:
-        "logs/causal/knockout/{model}/{task}/{condition}.benchmark.tsv"
+        study_path("logs/causal/knockout/{model}/{task}/{condition}.benchmark.tsv")
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -70,11 +70,11 @@ rule patching:
         donor_heads=lambda wc: head_scores(wc.model, wc.task, "real_full"),
         recipient_heads=lambda wc: head_scores(wc.model, wc.task, wc.synthetic),
     output:
-        "results/causal/{model}/{task}/{synthetic}/patching.parquet",
+        study_path("causal/{model}/{task}/{synthetic}/patching.parquet"),
     log:
-        "logs/causal/patching/{model}/{task}/{synthetic}.log",
+        study_path("logs/causal/patching/{model}/{task}/{synthetic}.log"),
     benchmark:
-        "logs/causal/patching/{model}/{task}/{synthetic}.benchmark.tsv"
+        study_path("logs/causal/patching/{model}/{task}/{synthetic}.benchmark.tsv")
     wildcard_constraints:
         # recipients: the synthetic conditions and the user datasets
         synthetic=study_vocabulary.wildcard_pattern(study_vocabulary.condition_names("synthetic") + USER),
@@ -95,22 +95,22 @@ rule patching:
 rule figure4:
     input:
         lambda wc: [
-            f"results/causal/{wc.model}/{task}/{condition}/knockout.parquet"
+            study_path(f"causal/{wc.model}/{task}/{condition}/knockout.parquet")
             for task in TASKS
             for condition in KNOCKOUT_CONDITIONS
             if condition in task_conditions(task)
         ],
     output:
         figure=report(
-            "results/figures/{model}/figure4.png",
+            study_path("figures/{model}/figure4.png"),
             caption="../report/figure4.rst",
             category="Causal tests",
             subcategory="{model}",
             labels={"model": "{model}", "figure": "Figure 4 (knockout)"},
         ),
-        summary="results/causal/{model}/knockout_summary.parquet",
+        summary=study_path("causal/{model}/knockout_summary.parquet"),
     log:
-        "logs/causal/figure4/{model}.log",
+        study_path("logs/causal/figure4/{model}.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"
@@ -130,22 +130,22 @@ rule figure4:
 rule table3:
     input:
         lambda wc: [
-            f"results/causal/{wc.model}/{task}/{synthetic}/patching.parquet"
+            study_path(f"causal/{wc.model}/{task}/{synthetic}/patching.parquet")
             for task in TASKS
             for synthetic in PATCH_CONDITIONS
             if synthetic in task_conditions(task)
         ],
     output:
         markdown=report(
-            "results/tables/{model}/table3.md",
+            study_path("tables/{model}/table3.md"),
             caption="../report/table3.rst",
             category="Causal tests",
             subcategory="{model}",
             labels={"model": "{model}", "table": "Table 3 (patching)"},
         ),
-        table="results/tables/{model}/table3.parquet",
+        table=study_path("tables/{model}/table3.parquet"),
     log:
-        "logs/causal/table3/{model}.log",
+        study_path("logs/causal/table3/{model}.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"

@@ -14,14 +14,14 @@ rule claims_report:
         lambda wc: claims_paths(wc.model).all(),
     output:
         markdown=report(
-            "results/reports/{model}/claims.md",
+            study_path("reports/{model}/claims.md"),
             caption="../report/claims.rst",
             category="Claims",
             labels={"model": "{model}", "page": "Claims of the paper: verdicts"},
         ),
-        table="results/reports/{model}/claims.parquet",
+        table=study_path("reports/{model}/claims.parquet"),
     log:
-        "logs/claims/{model}.log",
+        study_path("logs/claims/{model}.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"

@@ -82,8 +82,20 @@ wildcard_constraints:
     synthetic=study_vocabulary.wildcard_pattern(study_vocabulary.condition_names("synthetic")),
 
 
+# The study's folder: every output of its jobs (data, adapters, predictions, tables, figures,
+# checkpoints, logs and benchmark files) lies under results/<study.name>/, so two studies with
+# different names never overwrite each other. What does not depend on the study stays shared:
+# prepared models and raw downloads under resources/, and their jobs' logs under logs/ (docs/DESIGN.md).
+STUDY_DIR = f"results/{STUDY['name']}"
+
+
+def study_path(relative):
+    """``relative`` inside the study's folder, results/<study.name>/; {wildcards} stay in place."""
+    return f"{STUDY_DIR}/{relative}"
+
+
 def model_dir(model):
-    """The prepared model directory (safetensors + tokenizer) a job loads."""
+    """The prepared model directory (safetensors + tokenizer) a job loads (shared by every study)."""
     return f"resources/models/{model}"
 
 
@@ -113,15 +125,15 @@ def vllm_python():
 
 
 def train_data(model, task, condition):
-    return f"results/data/{model}/{task}/train/{condition}.parquet"
+    return study_path(f"data/{model}/{task}/train/{condition}.parquet")
 
 
 def eval_data(model, task):
-    return f"results/data/{model}/{task}/eval.parquet"
+    return study_path(f"data/{model}/{task}/eval.parquet")
 
 
 def adapter_dir(model, task, condition):
-    return f"results/adapters/{model}/{task}/{condition}"
+    return study_path(f"adapters/{model}/{task}/{condition}")
 
 
 def all_targets():

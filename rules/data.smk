@@ -41,12 +41,12 @@ rule build_real_data:
         raw=lambda wc: [raw_path(f) for f in raw_files(wc.task)],
         model="resources/models/{model}/config.json",
     output:
-        eval="results/data/{model}/{task}/eval.parquet",
-        real_full="results/data/{model}/{task}/train/real_full.parquet",
-        real_limited="results/data/{model}/{task}/train/real_limited.parquet",
-        stats="results/data/{model}/{task}/stats/real.parquet",
+        eval=study_path("data/{model}/{task}/eval.parquet"),
+        real_full=study_path("data/{model}/{task}/train/real_full.parquet"),
+        real_limited=study_path("data/{model}/{task}/train/real_limited.parquet"),
+        stats=study_path("data/{model}/{task}/stats/real.parquet"),
     log:
-        "logs/build_real_data/{model}/{task}.log",
+        study_path("logs/build_real_data/{model}/{task}.log"),
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -118,9 +118,9 @@ rule import_user_dataset:
         source=user_dataset_file,
         model=ancient("resources/models/{model}/config.json"),
     output:
-        examples="results/data/{model}/{task}/train/{condition}.parquet",
+        examples=study_path("data/{model}/{task}/train/{condition}.parquet"),
     log:
-        "logs/import_user_dataset/{model}/{task}/{condition}.log",
+        study_path("logs/import_user_dataset/{model}/{task}/{condition}.log"),
     wildcard_constraints:
         condition=study_vocabulary.wildcard_pattern(USER),
     localrule: True

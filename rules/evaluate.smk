@@ -19,7 +19,7 @@ EVAL_PYTHON = job_python(config["evaluate"]["backend"])
 
 rule evaluate_task:
     input:
-        eval="results/data/{model}/{task}/eval.parquet",
+        eval=study_path("data/{model}/{task}/eval.parquet"),
         model=ancient("resources/models/{model}/config.json"),
         adapters=lambda wc: [
             f"{adapter_dir(wc.model, wc.task, c)}/adapter_model.safetensors" for c in task_trained(wc.task)
@@ -28,11 +28,11 @@ rule evaluate_task:
             f"{adapter_dir(wc.model, wc.task, c)}/adapter_config.json" for c in task_trained(wc.task)
         ],
     output:
-        predictions="results/eval/{model}/{task}/predictions.parquet",
+        predictions=study_path("eval/{model}/{task}/predictions.parquet"),
     log:
-        "logs/evaluate_task/{model}/{task}.log",
+        study_path("logs/evaluate_task/{model}/{task}.log"),
     benchmark:
-        "logs/evaluate_task/{model}/{task}.benchmark.tsv"
+        study_path("logs/evaluate_task/{model}/{task}.benchmark.tsv")
     # On the critical path to Table 1 and the analyses (see train_adapter).
     priority: 10
     conda:
@@ -57,22 +57,22 @@ rule evaluate_task:
 
 rule table1:
     input:
-        predictions=expand("results/eval/{{model}}/{task}/predictions.parquet", task=TASKS),
+        predictions=expand(study_path("eval/{{model}}/{task}/predictions.parquet"), task=TASKS),
         # The trivial baseline is scored on the eval split, from the Real (Full) answers.
-        eval=expand("results/data/{{model}}/{task}/eval.parquet", task=TASKS),
-        real_full=expand("results/data/{{model}}/{task}/train/real_full.parquet", task=TASKS),
+        eval=expand(study_path("data/{{model}}/{task}/eval.parquet"), task=TASKS),
+        real_full=expand(study_path("data/{{model}}/{task}/train/real_full.parquet"), task=TASKS),
         curves=lambda wc: training_curve_paths(wc.model),
     output:
-        table="results/tables/{model}/table1.parquet",
-        markdown="results/tables/{model}/table1.md",
+        table=study_path("tables/{model}/table1.parquet"),
+        markdown=study_path("tables/{model}/table1.md"),
         figure=report(
-            "results/figures/{model}/table1.png",
+            study_path("figures/{model}/table1.png"),
             caption="../report/table1.rst",
             category="Table 1",
             labels={"model": "{model}", "figure": "Table 1"},
         ),
     log:
-        "logs/table1/{model}.log",
+        study_path("logs/table1/{model}.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"
@@ -108,13 +108,13 @@ rule training_curves:
         curves=lambda wc: training_curve_paths(wc.model),
     output:
         figure=report(
-            "results/figures/{model}/training_curves.png",
+            study_path("figures/{model}/training_curves.png"),
             caption="../report/training_curves.rst",
             category="Training",
             labels={"model": "{model}", "figure": "Training curves"},
         ),
     log:
-        "logs/training_curves/{model}.log",
+        study_path("logs/training_curves/{model}.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"

@@ -19,13 +19,13 @@ rule heads:
             else f"{adapter_dir(wc.model, wc.task, wc.condition)}/adapter_model.safetensors"
         ),
     output:
-        scores="results/heads/{model}/{task}/{condition}.parquet",
+        scores=study_path("heads/{model}/{task}/{condition}.parquet"),
         # every decoded example's score of every head (bootstrap intervals, split halves: claims)
-        examples="results/heads/{model}/{task}/per_example/{condition}.parquet",
+        examples=study_path("heads/{model}/{task}/per_example/{condition}.parquet"),
     log:
-        "logs/heads/{model}/{task}/{condition}.log",
+        study_path("logs/heads/{model}/{task}/{condition}.log"),
     benchmark:
-        "logs/heads/{model}/{task}/{condition}.benchmark.tsv"
+        study_path("logs/heads/{model}/{task}/{condition}.benchmark.tsv")
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -62,12 +62,12 @@ rule niah_heads:
     input:
         model=lambda wc: f"{model_dir(wc.model)}/config.json",
     output:
-        set1="results/heads/{model}/niah/set1.parquet",
-        set2="results/heads/{model}/niah/set2.parquet",
+        set1=study_path("heads/{model}/niah/set1.parquet"),
+        set2=study_path("heads/{model}/niah/set2.parquet"),
     log:
-        "logs/heads/{model}/niah.log",
+        study_path("logs/heads/{model}/niah.log"),
     benchmark:
-        "logs/heads/{model}/niah.benchmark.tsv"
+        study_path("logs/heads/{model}/niah.benchmark.tsv")
     conda:
         "../envs/torch.yaml"
     threads: 1

@@ -2,7 +2,7 @@
 # the user's datasets) by the retrieval heads of a cheap probe, before training at full size
 # (synthctx.analysis.scorecard). A probe is the study's own training and head detection
 # (train_adapter.py, heads.py) with a training-example cap and another output folder,
-# results/scorecard/{model}/{task}/{condition}/; where a probe's settings equal the full study's
+# results/{study}/scorecard/{model}/{task}/{condition}/; where a probe's settings equal the full study's
 # (scorecard.probe_reuse), the study's adapter and head scores are read instead.
 # `snakemake scorecard` needs no Table 1; `snakemake scorecard_vs_study` adds the comparison
 # with the full study (and so builds it).
@@ -20,9 +20,9 @@ rule scorecard_train_set:
     input:
         data=lambda wc: train_data(wc.model, wc.task, wc.condition),
     output:
-        "results/scorecard/{model}/{task}/{condition}/train.parquet",
+        study_path("scorecard/{model}/{task}/{condition}/train.parquet"),
     log:
-        "logs/scorecard/train_set/{model}/{task}/{condition}.log",
+        study_path("logs/scorecard/train_set/{model}/{task}/{condition}.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"
@@ -40,16 +40,16 @@ rule scorecard_train_set:
 # The study's training rule (same script, same params) on the capped set.
 rule scorecard_train:
     input:
-        data="results/scorecard/{model}/{task}/{condition}/train.parquet",
+        data=study_path("scorecard/{model}/{task}/{condition}/train.parquet"),
         model=ancient("resources/models/{model}/config.json"),
     output:
-        adapter="results/scorecard/{model}/{task}/{condition}/adapter/adapter_model.safetensors",
-        adapter_config="results/scorecard/{model}/{task}/{condition}/adapter/adapter_config.json",
-        curve="results/scorecard/{model}/{task}/{condition}/adapter/train_curve.parquet",
+        adapter=study_path("scorecard/{model}/{task}/{condition}/adapter/adapter_model.safetensors"),
+        adapter_config=study_path("scorecard/{model}/{task}/{condition}/adapter/adapter_config.json"),
+        curve=study_path("scorecard/{model}/{task}/{condition}/adapter/train_curve.parquet"),
     log:
-        "logs/scorecard/train/{model}/{task}/{condition}.log",
+        study_path("logs/scorecard/train/{model}/{task}/{condition}.log"),
     benchmark:
-        "logs/scorecard/train/{model}/{task}/{condition}.benchmark.tsv"
+        study_path("logs/scorecard/train/{model}/{task}/{condition}.benchmark.tsv")
     priority: 10
     conda:
         "../envs/torch.yaml"
@@ -60,7 +60,7 @@ rule scorecard_train:
         gpu=gpu_resources(),
     params:
         settings=train_settings_params,
-        checkpoint_dir="results/checkpoints/scorecard/{model}/{task}/{condition}",
+        checkpoint_dir=study_path("checkpoints/scorecard/{model}/{task}/{condition}"),
     script:
         "../workflow/scripts/train_adapter.py"
 
@@ -72,12 +72,12 @@ rule scorecard_heads:
         eval=lambda wc: eval_data(wc.model, wc.task),
         adapter=lambda wc: f"{probe_adapter_dir(wc.model, wc.task, wc.condition)}/adapter_model.safetensors",
     output:
-        scores="results/scorecard/{model}/{task}/{condition}/heads.parquet",
-        examples="results/scorecard/{model}/{task}/{condition}/per_example.parquet",
+        scores=study_path("scorecard/{model}/{task}/{condition}/heads.parquet"),
+        examples=study_path("scorecard/{model}/{task}/{condition}/per_example.parquet"),
     log:
-        "logs/scorecard/heads/{model}/{task}/{condition}.log",
+        study_path("logs/scorecard/heads/{model}/{task}/{condition}.log"),
     benchmark:
-        "logs/scorecard/heads/{model}/{task}/{condition}.benchmark.tsv"
+        study_path("logs/scorecard/heads/{model}/{task}/{condition}.benchmark.tsv")
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -109,31 +109,31 @@ rule scorecard_task:
             probe_train_set(wc.model, wc.task, c) for c in scorecard_lib.probed_conditions(config, wc.task)
         ],
     output:
-        table="results/scorecard/{model}/{task}/scorecard.parquet",
+        table=study_path("scorecard/{model}/{task}/scorecard.parquet"),
         markdown=report(
-            "results/scorecard/{model}/{task}/scorecard.md",
+            study_path("scorecard/{model}/{task}/scorecard.md"),
             caption="../report/scorecard.rst",
             category="Scorecard",
             subcategory="{model}",
             labels={"task": "{task}", "output": "table"},
         ),
         figure=report(
-            "results/figures/{model}/scorecard_{task}.png",
+            study_path("figures/{model}/scorecard_{task}.png"),
             caption="../report/scorecard.rst",
             category="Scorecard",
             subcategory="{model}",
             labels={"task": "{task}", "output": "ranked candidates"},
         ),
-        stability="results/scorecard/{model}/{task}/stability.parquet",
+        stability=study_path("scorecard/{model}/{task}/stability.parquet"),
         stability_figure=report(
-            "results/figures/{model}/scorecard_stability_{task}.png",
+            study_path("figures/{model}/scorecard_stability_{task}.png"),
             caption="../report/scorecard_stability.rst",
             category="Scorecard",
             subcategory="{model}",
             labels={"task": "{task}", "output": "stability vs real examples"},
         ),
     log:
-        "logs/scorecard/{model}/{task}.log",
+        study_path("logs/scorecard/{model}/{task}.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"
@@ -167,20 +167,20 @@ rule scorecard_task:
 rule scorecard_compare:
     input:
         scorecards=lambda wc: [scorecard_files(wc.model, t)["table"] for t in TASKS],
-        table1="results/tables/{model}/table1.parquet",
+        table1=study_path("tables/{model}/table1.parquet"),
         # the study's training and evaluation jobs must have run for their benchmark files
-        predictions=lambda wc: [f"results/eval/{wc.model}/{t}/predictions.parquet" for t in TASKS],
+        predictions=lambda wc: [study_path(f"eval/{wc.model}/{t}/predictions.parquet") for t in TASKS],
     output:
-        table="results/scorecard/{model}/vs_study.parquet",
+        table=study_path("scorecard/{model}/vs_study.parquet"),
         markdown=report(
-            "results/scorecard/{model}/vs_study.md",
+            study_path("scorecard/{model}/vs_study.md"),
             caption="../report/scorecard.rst",
             category="Scorecard",
             subcategory="{model}",
             labels={"task": "all", "output": "scorecard vs full study"},
         ),
     log:
-        "logs/scorecard/{model}/vs_study.log",
+        study_path("logs/scorecard/{model}/vs_study.log"),
     localrule: True
     conda:
         "../envs/torch.yaml"
@@ -191,8 +191,8 @@ rule scorecard_compare:
     params:
         tasks=TASKS,
         study_costs=lambda wc: {
-            t: [f"logs/train_adapter/{wc.model}/{t}/{c}.benchmark.tsv" for c in study_trained(t)]
-            + [f"logs/evaluate_task/{wc.model}/{t}.benchmark.tsv"]
+            t: [study_path(f"logs/train_adapter/{wc.model}/{t}/{c}.benchmark.tsv") for c in study_trained(t)]
+            + [study_path(f"logs/evaluate_task/{wc.model}/{t}.benchmark.tsv")]
             for t in TASKS
         },
         goal=SCORECARD["cost_goal"],

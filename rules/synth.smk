@@ -19,11 +19,11 @@ rule synth_pool:
     input:
         model=ancient(f"{model_dir(GENERATOR)}/config.json"),
     output:
-        pool="results/synth/{task}/pool.parquet",
+        pool=study_path("synth/{task}/pool.parquet"),
     log:
-        "logs/synth_pool/{task}.log",
+        study_path("logs/synth_pool/{task}.log"),
     benchmark:
-        "logs/synth_pool/{task}.benchmark.tsv"
+        study_path("logs/synth_pool/{task}.benchmark.tsv")
     conda:
         ("../envs/vllm.yaml" if on_gpu() else "../envs/vllm-cpu.yaml") if SYNTH_ON_VLLM else "../envs/torch.yaml"
     # vLLM's CPU engine serves with one torch thread; HF generate would use more, but one
@@ -53,13 +53,13 @@ rule synth_pool:
 
 rule synth_variant:
     input:
-        pool="results/synth/{task}/pool.parquet",
+        pool=study_path("synth/{task}/pool.parquet"),
         model=ancient("resources/models/{model}/config.json"),
     output:
-        examples="results/data/{model}/{task}/train/{synthetic}.parquet",
-        stats="results/data/{model}/{task}/stats/{synthetic}.parquet",
+        examples=study_path("data/{model}/{task}/train/{synthetic}.parquet"),
+        stats=study_path("data/{model}/{task}/stats/{synthetic}.parquet"),
     log:
-        "logs/synth_variant/{model}/{task}/{synthetic}.log",
+        study_path("logs/synth_variant/{model}/{task}/{synthetic}.log"),
     conda:
         "../envs/torch.yaml"
     threads: 1

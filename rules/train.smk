@@ -1,6 +1,6 @@
 # Train stage: one fine-tuning run per (model, task, condition); identical hyper-parameters
 # for every condition of a model (config `train:`), only the training data differs.
-# Resumable checkpoints live in results/checkpoints/ (never inside the declared outputs,
+# Resumable checkpoints live in results/{study}/checkpoints/ (never inside the declared outputs,
 # which Snakemake removes when a job fails).
 
 
@@ -13,13 +13,13 @@ rule train_adapter:
         data=lambda wc: train_data(wc.model, wc.task, study_vocabulary.base_condition(wc.condition)),
         model=ancient("resources/models/{model}/config.json"),
     output:
-        adapter="results/adapters/{model}/{task}/{condition}/adapter_model.safetensors",
-        adapter_config="results/adapters/{model}/{task}/{condition}/adapter_config.json",
-        curve="results/adapters/{model}/{task}/{condition}/train_curve.parquet",
+        adapter=study_path("adapters/{model}/{task}/{condition}/adapter_model.safetensors"),
+        adapter_config=study_path("adapters/{model}/{task}/{condition}/adapter_config.json"),
+        curve=study_path("adapters/{model}/{task}/{condition}/train_curve.parquet"),
     log:
-        "logs/train_adapter/{model}/{task}/{condition}.log",
+        study_path("logs/train_adapter/{model}/{task}/{condition}.log"),
     benchmark:
-        "logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv"
+        study_path("logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv")
     wildcard_constraints:
         condition=study_vocabulary.wildcard_pattern(TRAINED + USER + RECIPE),
     # Trainings and evaluations are the long chain to Table 1 and the analyses: scheduled before
@@ -37,6 +37,6 @@ rule train_adapter:
         gpu=gpu_resources(),
     params:
         settings=train_settings_params,
-        checkpoint_dir="results/checkpoints/{model}/{task}/{condition}",
+        checkpoint_dir=study_path("checkpoints/{model}/{task}/{condition}"),
     script:
         "../workflow/scripts/train_adapter.py"

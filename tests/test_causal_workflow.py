@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow
 # them), the causal jobs must take the CAUSAL after them.
 CITIES = [("Paris", "France"), ("Lima", "Peru"), ("Oslo", "Norway"), ("Rome", "Italy"), ("Cairo", "Egypt")]
 RANKING, CAUSAL = 2, 3
+# The scratch study's name (study.name): its outputs lie under results/causal-tiny/.
+STUDY = "causal-tiny"
 
 
 def _place_inputs(work: Path, tokenizer) -> None:
@@ -45,12 +47,12 @@ def _place_inputs(work: Path, tokenizer) -> None:
         torch.manual_seed(10 + i)
         lora = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, lora_alpha=4, init_lora_weights=False,
                                                                target_modules=["q_proj", "v_proj"]))
-        lora.save_pretrained(work / f"results/adapters/tiny/mdqa/{condition}")
+        lora.save_pretrained(work / f"results/{STUDY}/adapters/tiny/mdqa/{condition}")
         rng = np.random.default_rng(i)
         rows = [{"model": "tiny", "task": "mdqa", "condition": condition, "head_kind": kind, "layer": layer,
                  "head": head, "score": float(rng.random()), "n_examples": 2, "n_seen": 3}
                 for kind in ("retrieval", "insight") for layer in range(2) for head in range(4)]
-        write_table(pd.DataFrame(rows), work / f"results/heads/tiny/mdqa/{condition}.parquet", "head_scores",
+        write_table(pd.DataFrame(rows), work / f"results/{STUDY}/heads/tiny/mdqa/{condition}.parquet", "head_scores",
                     {"predictions": [{"example_id": f"ex{i}"} for i in range(RANKING)]})
     examples = []
     for i, (city, country) in enumerate(CITIES):
@@ -60,7 +62,7 @@ def _place_inputs(work: Path, tokenizer) -> None:
                                      question=f"Capital of {country}?", answers=[city], target=city,
                                      gold_doc_ids=["b"],
                                      needles=[{"doc_id": "b", "start": 0, "end": len(city), "kind": "answer"}]))
-    write_examples(examples, str(work / "results/data/tiny/mdqa/eval.parquet"))
+    write_examples(examples, str(work / f"results/{STUDY}/data/tiny/mdqa/eval.parquet"))
 
 
 def _workdir(tmp_path) -> Path:
@@ -98,7 +100,7 @@ def test_causal_rules_run(tmp_path, smollm_tokenizer):
     tiny = copy.deepcopy(config["models"]["smollm2-135m"])
     tiny.update(source={"kind": "local", "path": str(work / "resources/models/tiny")}, context_tokens=512)
     config["models"]["tiny"] = tiny
-    config["study"].update(models=["tiny"], tasks=["mdqa"], synthetic_conditions=["low_low"],
+    config["study"].update(name=STUDY, models=["tiny"], tasks=["mdqa"], synthetic_conditions=["low_low"],
                            real_conditions=["real_full"])
     config["heads"]["examples"] = RANKING
     config["causal"].update(knockout_top_k=2, random_exclude_top=4, random_draws=2, patch_top_k=3, examples=CAUSAL,
@@ -106,8 +108,8 @@ def test_causal_rules_run(tmp_path, smollm_tokenizer):
     config["evaluate"].update(bootstrap_resamples=200, max_new_tokens={"mdqa": 3, "musique": 3, "summhay": 3})
     (work / "test-config.yaml").write_text(yaml.safe_dump(config))
     snakemake = _snakemake()
-    targets = ["results/figures/tiny/figure4.png", "results/causal/tiny/knockout_summary.parquet",
-               "results/tables/tiny/table3.md", "results/tables/tiny/table3.parquet"]
+    targets = [f"results/{STUDY}/figures/tiny/figure4.png", f"results/{STUDY}/causal/tiny/knockout_summary.parquet",
+               f"results/{STUDY}/tables/tiny/table3.md", f"results/{STUDY}/tables/tiny/table3.parquet"]
     cmd = [snakemake, "--cores", "2", "--configfile", "test-config.yaml", "--allowed-rules", "knockout",
            "patching", "figure4", "table3", "--", *targets]
     result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
@@ -116,17 +118,17 @@ def test_causal_rules_run(tmp_path, smollm_tokenizer):
 
     # every causal job ran on the examples after the ranking part, and says so
     causal_ids = [f"ex{i}" for i in range(RANKING, RANKING + CAUSAL)]
-    for path in [work / "results/causal/tiny/mdqa/real_full/knockout.parquet",
-                 work / "results/causal/tiny/mdqa/low_low/knockout.parquet",
-                 work / "results/causal/tiny/mdqa/low_low/patching.parquet"]:
+    for path in [work / f"results/{STUDY}/causal/tiny/mdqa/real_full/knockout.parquet",
+                 work / f"results/{STUDY}/causal/tiny/mdqa/low_low/knockout.parquet",
+                 work / f"results/{STUDY}/causal/tiny/mdqa/low_low/patching.parquet"]:
         assert sorted(set(read_table(path, "intervention_predictions")["example_id"])) == causal_ids, path
         meta = read_metadata(path)
         assert meta["example_ids"] == causal_ids and meta["ranking_example_ids"] == ["ex0", "ex1"], path
-    summary = read_table(work / "results/causal/tiny/knockout_summary.parquet", "intervention_summary")
+    summary = read_table(work / f"results/{STUDY}/causal/tiny/knockout_summary.parquet", "intervention_summary")
     assert set(summary["condition"]) == {"real_full", "low_low"}
-    table = read_table(work / "results/tables/tiny/table3.parquet", "intervention_summary")
+    table = read_table(work / f"results/{STUDY}/tables/tiny/table3.parquet", "intervention_summary")
     assert set(table["intervention"]) == {"patch_intersection", "patch_complement", "patch_random"}
-    assert "| MDQA | Low / Low |" in (work / "results/tables/tiny/table3.md").read_text()
+    assert "| MDQA | Low / Low |" in (work / f"results/{STUDY}/tables/tiny/table3.md").read_text()
     report = subprocess.run([snakemake, "--configfile", "test-config.yaml", "--report", "report.html", "--", *targets],
                             cwd=work, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-4000:]

@@ -458,7 +458,8 @@ def test_report_collects_a_rehearsal_folder(report, tmp_path):
     from synthctx.schema import write_table
 
     config = rehearsal_config()
-    log_dir = tmp_path / "logs" / "causal" / "patching" / "llama3-8b-random" / "mdqa"
+    study = tmp_path / "results" / "paper-rehearsal"  # study.name of config/paper-rehearsal.yaml
+    log_dir = study / "logs" / "causal" / "patching" / "llama3-8b-random" / "mdqa"
     log_dir.mkdir(parents=True)
     (log_dir / "symbolic.log").write_text(
         "2026-12-01 10:00:00,000 INFO synthctx.causal: patching ...: sets {}\n"
@@ -468,7 +469,7 @@ def test_report_collects_a_rehearsal_folder(report, tmp_path):
              "heads": "[]" if i in ("none", "patch_complement") else "[[0, 0]]", "example_id": f"e{n}",
              "prediction": "", "score": 0.0}
             for i in ("none", "patch_intersection", "patch_complement", "patch_random") for n in range(2)]
-    write_table(pd.DataFrame(rows), tmp_path / "results/causal/llama3-8b-random/mdqa/symbolic/patching.parquet",
+    write_table(pd.DataFrame(rows), study / "causal/llama3-8b-random/mdqa/symbolic/patching.parquet",
                 "intervention_predictions", {"seconds": 40.0})
     (measure,) = report.collect(tmp_path, config)
     assert (measure.rule, measure.model, measure.task, measure.condition) == ("patching", "llama3-8b-instruct", "mdqa",

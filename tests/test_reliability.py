@@ -418,7 +418,8 @@ def test_null_local_dir_downloads_exactly_the_files_the_loaders_read(tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["raw_data"]["local_dir"] = None
     work = study_dir(tmp_path, config)
-    targets = [f"results/data/{MODEL}/{task}/eval.parquet" for task in ("mdqa", "musique", "summhay")]
+    study = f"results/{config['study']['name']}"
+    targets = [f"{study}/data/{MODEL}/{task}/eval.parquet" for task in ("mdqa", "musique", "summhay")]
     run = snakemake(work, "-n", *targets)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     jobs = dry_run_jobs(run.stdout)

@@ -21,10 +21,12 @@ from slurm.workflow import dry_run_jobs, link_model, run_snakemake, snakemake_cm
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
 MODEL, TASK = "smollm2-135m", "mdqa"
+# tests/configs/tiny.yaml's folder, results/<study.name>/
+STUDY = f"results/{yaml.safe_load((REPO / 'tests' / 'configs' / 'tiny.yaml').read_text())['study']['name']}"
 DATA_TARGETS = [
-    f"results/data/{MODEL}/{TASK}/eval.parquet",
-    f"results/data/{MODEL}/{TASK}/train/real_full.parquet",
-    f"results/data/{MODEL}/{TASK}/train/real_limited.parquet",
+    f"{STUDY}/data/{MODEL}/{TASK}/eval.parquet",
+    f"{STUDY}/data/{MODEL}/{TASK}/train/real_full.parquet",
+    f"{STUDY}/data/{MODEL}/{TASK}/train/real_limited.parquet",
 ]
 
 
@@ -129,7 +131,7 @@ def test_downstream_of_changed_data_is_scheduled(built):
     """Everything that reads the MDQA data is (re)planned when a data key changes; the
     changed job is the only one whose reason is the params change."""
     workdir, tiny = built
-    adapter = f"results/adapters/{MODEL}/{TASK}/real_full/adapter_model.safetensors"
+    adapter = f"{STUDY}/adapters/{MODEL}/{TASK}/real_full/adapter_model.safetensors"
     out = dry_run(workdir, edited(tiny, "data", "limited_fraction", value=0.5), adapter)
     rules = [rule for rule, _ in dry_run_jobs(out)]
     assert rules.count("build_real_data") == 1 and rules.count("train_adapter") == 1, rules
@@ -140,7 +142,7 @@ def test_killed_job_is_not_accepted_as_complete(tmp_path):
     taken as complete (it is missing, or marked incomplete), and the next run re-plans it."""
     workdir = tmp_path / "killed"
     make_study(workdir)
-    log = workdir / "logs" / "build_real_data" / MODEL / f"{TASK}.log"
+    log = workdir / STUDY / "logs" / "build_real_data" / MODEL / f"{TASK}.log"
     proc = subprocess.Popen(snakemake_cmd(*DATA_TARGETS, *local_args(workdir / "tiny.yaml"), timeout=300),
                             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

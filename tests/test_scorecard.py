@@ -338,12 +338,13 @@ def test_dry_run_lists_the_probe_jobs_or_reuses_the_study(tmp_path, train_exampl
 def test_scorecard_runs_on_the_tiny_config_for_one_task(tmp_path, smollm_dir):
     from synthctx.schema import read_table
 
-    work = _scratch_study(tmp_path, _tiny_scorecard_config(1), smollm_dir)
+    config = _tiny_scorecard_config(1)
+    work = _scratch_study(tmp_path, config, smollm_dir)
     env = {**os.environ, "SYNTHCTX_VLLM_PYTHON": "/nonexistent", "PYTHONPATH": str(REPO / "src")}
     run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "scorecard"], cwd=work,
                          capture_output=True, text=True, timeout=1800, env=env)
     assert run.returncode == 0, run.stderr[-6000:]
-    base = work / "results" / "scorecard" / MODEL / "mdqa"
+    base = work / "results" / config["study"]["name"] / "scorecard" / MODEL / "mdqa"
     table = read_table(base / "scorecard.parquet", "scorecard")
     print(table.drop(columns=["model", "task"]).to_string())
     print((base / "scorecard.md").read_text())

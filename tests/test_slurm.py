@@ -243,7 +243,8 @@ def test_slurm_real_data_rule(cluster, tmp_path):
         pytest.skip("rule build_real_data not written yet")
     tiny = scratch_study(tmp_path)
     model, task = "smollm2-135m", "mdqa"
-    targets = [f"results/data/{model}/{task}/eval.parquet", f"results/data/{model}/{task}/train/real_full.parquet"]
+    study = f"results/{tiny['study']['name']}"
+    targets = [f"{study}/data/{model}/{task}/eval.parquet", f"{study}/data/{model}/{task}/train/real_full.parquet"]
     jobs, acct = run_through_slurm(cluster, tmp_path, targets, "--set-resources",
                                    "build_real_data:gpu=1", "build_real_data:gpu_model=fake")
     assert set(jobs) == {"build_real_data"}, jobs
@@ -269,7 +270,7 @@ def test_slurm_gpu_rule(cluster, tmp_path):
     if "synth_pool" not in _study_rules():
         pytest.skip("rule synth_pool not written yet")
     tiny = scratch_study(tmp_path)
-    target = "results/synth/mdqa/pool.parquet"
+    target = f"results/{tiny['study']['name']}/synth/mdqa/pool.parquet"
     jobs, acct = run_through_slurm(cluster, tmp_path, [target], timeout=590)
     assert set(jobs) == {"synth_pool"}, jobs
     assert "gres/gpu=1" in acct[jobs["synth_pool"][-1]]["tres"], acct

@@ -262,6 +262,7 @@ def test_dry_run_schedules_the_user_condition_only_for_its_task(tmp_path):
     two["evaluate"]["max_new_tokens"]["musique"] = 12
     two["heads"]["task_examples"] = two["causal"]["task_examples"] = {"musique": 1}
     work = _workdir(tmp_path, two)
+    study = f"results/{two['study']['name']}"
     proc = run_snakemake("-n", "all", cwd=work, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = dry_run_jobs(proc.stdout)
@@ -270,16 +271,17 @@ def test_dry_run_schedules_the_user_condition_only_for_its_task(tmp_path):
     probes = [out for rule, out in jobs if "lighthouse" in out and rule.startswith("scorecard")]
     assert probes and all("/mdqa/lighthouse/" in out for out in probes)
     assert mine == [
-        ("heads", "results/heads/smollm2-135m/mdqa/lighthouse.parquet"),
-        ("import_user_dataset", "results/data/smollm2-135m/mdqa/train/lighthouse.parquet"),
-        ("patching", "results/causal/smollm2-135m/mdqa/lighthouse/patching.parquet"),
-        ("train_adapter", "results/adapters/smollm2-135m/mdqa/lighthouse/adapter_model.safetensors"),
+        ("heads", f"{study}/heads/smollm2-135m/mdqa/lighthouse.parquet"),
+        ("import_user_dataset", f"{study}/data/smollm2-135m/mdqa/train/lighthouse.parquet"),
+        ("patching", f"{study}/causal/smollm2-135m/mdqa/lighthouse/patching.parquet"),
+        ("train_adapter", f"{study}/adapters/smollm2-135m/mdqa/lighthouse/adapter_model.safetensors"),
     ]
-    trained = sorted(out.split("/")[3:5] for rule, out in jobs if rule == "train_adapter")
+    # results/<study>/adapters/<model>/<task>/<condition>/...
+    trained = sorted(out.split("/")[4:6] for rule, out in jobs if rule == "train_adapter")
     assert trained == [["mdqa", "lighthouse"], ["mdqa", "real_full"], ["musique", "real_full"]]
     # the mdqa evaluation serves the user adapter; the musique one does not
-    evaluate = {block.split("output: ")[1].split("/")[3]: block for block in proc.stdout.split("rule evaluate_task:")[1:]}
-    assert "--adapter lighthouse=results/adapters/smollm2-135m/mdqa/lighthouse" in proc.stdout
+    evaluate = {block.split("output: ")[1].split("/")[4]: block for block in proc.stdout.split("rule evaluate_task:")[1:]}
+    assert f"--adapter lighthouse={study}/adapters/smollm2-135m/mdqa/lighthouse" in proc.stdout
     assert "mdqa/lighthouse/adapter_model" in evaluate["mdqa"].split("output:")[0]
     assert "lighthouse" not in evaluate["musique"].split("output:")[0]
 
@@ -298,8 +300,9 @@ def test_user_condition_reaches_table1_figure3_and_heatmap(tmp_path, smollm_dir)
     config = _tiny_one_task_config(source)
     work = _workdir(tmp_path, config)
     link_model(Path(smollm_dir), work / "resources" / "models" / "smollm2-135m")
-    env_target = "results/tables/smollm2-135m/table1.parquet"
-    analyses = ["results/analysis/smollm2-135m/correlations.parquet", "results/figures/smollm2-135m/heatmap_mdqa.png"]
+    study = f"results/{config['study']['name']}"
+    env_target = f"{study}/tables/smollm2-135m/table1.parquet"
+    analyses = [f"{study}/analysis/smollm2-135m/correlations.parquet", f"{study}/figures/smollm2-135m/heatmap_mdqa.png"]
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", env_target, *analyses], cwd=work,
                           capture_output=True, text=True, timeout=1500,
                           env={**os.environ, "SYNTHCTX_VLLM_PYTHON": "/nonexistent"})
@@ -311,13 +314,13 @@ def test_user_condition_reaches_table1_figure3_and_heatmap(tmp_path, smollm_dir)
     assert row["label"] == "Lighthouse QA" and row["task"] == "mdqa"
     assert row["train_examples"] == 4 and bool(row["is_best_synthetic"])
     assert 0.0 <= row["score"] <= 1.0 and row["n"] == table.loc["real_full", "n"]
-    markdown = (work / "results/tables/smollm2-135m/table1.md").read_text()
+    markdown = (work / study / "tables/smollm2-135m/table1.md").read_text()
     assert "| Lighthouse QA |" in markdown
     # the imported set records the fixture's hash; an unchanged fixture means nothing to do
-    meta = read_metadata(work / "results/data/smollm2-135m/mdqa/train/lighthouse.parquet")
+    meta = read_metadata(work / study / "data/smollm2-135m/mdqa/train/lighthouse.parquet")
     assert meta["source_sha256"] == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
     # Figure 3: the user condition is a point, its score the Table 1 score; the heatmap has its panel
-    similarity = read_table(work / "results/analysis/smollm2-135m/similarity.parquet", "head_similarity")
+    similarity = read_table(work / study / "analysis/smollm2-135m/similarity.parquet", "head_similarity")
     mine = similarity[(similarity["condition"] == "lighthouse") & (similarity["head_kind"] == "retrieval")]
     assert list(mine["task"]) == ["mdqa"] and abs(mine["score"].iloc[0] - row["score"]) < 1e-12
     correlations = read_table(work / analyses[0], "correlations").set_index("measure")
@@ -343,7 +346,7 @@ def test_user_condition_reaches_table1_figure3_and_heatmap(tmp_path, smollm_dir)
     assert plan.returncode == 0, plan.stderr[-3000:]
     jobs = dry_run_jobs(plan.stdout)
     assert {"import_user_dataset", "train_adapter", "evaluate_task", "heads", "table1"} <= {rule for rule, _ in jobs}
-    assert ("train_adapter", "results/adapters/smollm2-135m/mdqa/lighthouse/adapter_model.safetensors") in jobs
+    assert ("train_adapter", f"{study}/adapters/smollm2-135m/mdqa/lighthouse/adapter_model.safetensors") in jobs
 
 
 def test_figure3_counts_user_conditions_as_synthetic_points(tmp_path, monkeypatch):

@@ -26,6 +26,8 @@ MODEL = "smollm2-135m"
 
 OVERLAY = {
     "study": {
+        # every output under results/tiny/ (study.name)
+        "name": "tiny",
         "models": [MODEL],
         "tasks": ["mdqa", "musique", "summhay"],
         "synthetic_conditions": ["low_low", "symbolic"],
@@ -81,7 +83,12 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     run = subprocess.run([*snakemake, "all"], cwd=work, capture_output=True, text=True, timeout=3000, env=env)
     assert run.returncode == 0, run.stderr[-6000:]
 
-    results = work / "results"
+    # Every output lies in the study's folder, results/<study.name>/; only shared jobs (prepared
+    # models, downloads; none here) log outside it.
+    assert sorted(p.name for p in (work / "results").iterdir()) == [OVERLAY["study"]["name"]]
+    shared_logs = {"prepare_model", "download_raw"}
+    assert not (work / "logs").exists() or {p.name for p in (work / "logs").iterdir()} <= shared_logs
+    results = work / "results" / OVERLAY["study"]["name"]
     table1 = read_table(results / "tables" / MODEL / "table1.parquet", "table1")
     from synthctx.data.examples import read_examples
     from synthctx.evaluate.baselines import cite_all_prediction
@@ -108,7 +115,7 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     trivial = table1[(table1["task"] == "summhay") & (table1["condition"] == "trivial")]["score"].iloc[0]
     assert abs(trivial - cite_all) < 1e-9 and cite_all > 0
     assert "## Positive control" in (results / "tables" / MODEL / "table1.md").read_text()
-    assert (work / "results" / "figures" / MODEL / "training_curves.png").stat().st_size > 5000
+    assert (results / "figures" / MODEL / "training_curves.png").stat().st_size > 5000
     for task in ("mdqa", "musique", "summhay"):
         preds = read_table(results / "eval" / MODEL / task / "predictions.parquet", "predictions")
         assert len(preds) == eval_sizes[task] * len(expected)
@@ -192,15 +199,16 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
             pytest.fail("SYNTHCTX_REQUIRE_BROWSER is set but no chromium is installed")
         pytest.skip("no chromium here (apt-get install chromium): the report was built but not opened")
     tasks = OVERLAY["study"]["tasks"]
-    expected = {f"results/figures/{MODEL}/{name}" for name in
+    study = f"results/{OVERLAY['study']['name']}"
+    expected = {f"{study}/figures/{MODEL}/{name}" for name in
                 ("table1.png", "training_curves.png", "figure3.png", "figure4.png",
                  *(f"heatmap_{task}.png" for task in tasks))}
-    expected |= {f"results/tables/{MODEL}/{name}" for name in ("niah_heads.md", "table2.md", "table3.md")}
-    expected.add(f"results/reports/{MODEL}/claims.md")
+    expected |= {f"{study}/tables/{MODEL}/{name}" for name in ("niah_heads.md", "table2.md", "table3.md")}
+    expected.add(f"{study}/reports/{MODEL}/claims.md")
     # the scorecard (its probes are the study's jobs at this size) and its comparison with Table 1
-    expected |= {f"results/scorecard/{MODEL}/{task}/scorecard.md" for task in tasks}
-    expected |= {f"results/figures/{MODEL}/scorecard{kind}_{task}.png" for task in tasks for kind in ("", "_stability")}
-    expected.add(f"results/scorecard/{MODEL}/vs_study.md")
+    expected |= {f"{study}/scorecard/{MODEL}/{task}/scorecard.md" for task in tasks}
+    expected |= {f"{study}/figures/{MODEL}/scorecard{kind}_{task}.png" for task in tasks for kind in ("", "_stability")}
+    expected.add(f"{study}/scorecard/{MODEL}/vs_study.md")
     with Browser(binary) as browser:
         entries = report_entries_in_browser(browser, work / "report.html")
         assert browser.exceptions == [], browser.exceptions

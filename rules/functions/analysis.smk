@@ -3,15 +3,15 @@
 
 
 def task_head_files(model, task):
-    return [f"results/heads/{model}/{task}/{condition}.parquet" for condition in task_conditions(task)]
+    return [study_path(f"heads/{model}/{task}/{condition}.parquet") for condition in task_conditions(task)]
 
 
 def analysis_targets(model):
     return [
-        f"results/analysis/{model}/similarity.parquet",
-        f"results/analysis/{model}/correlations.parquet",
-        f"results/figures/{model}/figure3.png",
-        f"results/tables/{model}/table2.parquet",
-        f"results/tables/{model}/table2.md",
-        f"results/tables/{model}/niah_heads.md",
-    ] + [f"results/figures/{model}/heatmap_{task}.png" for task in TASKS]
+        study_path(f"analysis/{model}/similarity.parquet"),
+        study_path(f"analysis/{model}/correlations.parquet"),
+        study_path(f"figures/{model}/figure3.png"),
+        study_path(f"tables/{model}/table2.parquet"),
+        study_path(f"tables/{model}/table2.md"),
+        study_path(f"tables/{model}/niah_heads.md"),
+    ] + [study_path(f"figures/{model}/heatmap_{task}.png") for task in TASKS]

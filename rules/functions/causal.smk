@@ -13,7 +13,7 @@ def causal_examples(task):
 
 
 def head_scores(model, task, condition):
-    return f"results/heads/{model}/{task}/{condition}.parquet"
+    return study_path(f"heads/{model}/{task}/{condition}.parquet")
 
 
 def causal_adapter(model, task, condition):
@@ -25,8 +25,8 @@ def causal_adapter(model, task, condition):
 
 def causal_targets(model):
     return [
-        f"results/figures/{model}/figure4.png",
-        f"results/causal/{model}/knockout_summary.parquet",
-        f"results/tables/{model}/table3.md",
-        f"results/tables/{model}/table3.parquet",
+        study_path(f"figures/{model}/figure4.png"),
+        study_path(f"causal/{model}/knockout_summary.parquet"),
+        study_path(f"tables/{model}/table3.md"),
+        study_path(f"tables/{model}/table3.parquet"),
     ]

@@ -4,8 +4,8 @@
 
 def claims_paths(model):
     """Every input of one model's claims page (standard artifact paths, docs/DESIGN.md)."""
-    return study_paths("results", model, TASKS, SYNTHETIC, KNOCKOUT_CONDITIONS, PATCH_CONDITIONS, task_trained)
+    return study_paths(STUDY_DIR, model, TASKS, SYNTHETIC, KNOCKOUT_CONDITIONS, PATCH_CONDITIONS, task_trained)
 
 
 def claims_targets(model):
-    return [f"results/reports/{model}/claims.md", f"results/reports/{model}/claims.parquet"]
+    return [study_path(f"reports/{model}/claims.md"), study_path(f"reports/{model}/claims.parquet")]

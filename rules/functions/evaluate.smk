@@ -28,8 +28,8 @@ def training_curve_paths(model):
 
 def evaluate_targets(model):
     return [
-        f"results/tables/{model}/table1.parquet",
-        f"results/tables/{model}/table1.md",
-        f"results/figures/{model}/table1.png",
-        f"results/figures/{model}/training_curves.png",
+        study_path(f"tables/{model}/table1.parquet"),
+        study_path(f"tables/{model}/table1.md"),
+        study_path(f"figures/{model}/table1.png"),
+        study_path(f"figures/{model}/training_curves.png"),
     ]

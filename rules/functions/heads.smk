@@ -14,7 +14,7 @@ def heads_settings():
 
 def heads_targets(model):
     targets = [
-        f"results/heads/{model}/{task}/{condition}.parquet" for task in TASKS for condition in task_conditions(task)
+        study_path(f"heads/{model}/{task}/{condition}.parquet") for task in TASKS for condition in task_conditions(task)
     ]
-    targets += [f"results/heads/{model}/niah/set1.parquet", f"results/heads/{model}/niah/set2.parquet"]
+    targets += [study_path(f"heads/{model}/niah/set1.parquet"), study_path(f"heads/{model}/niah/set2.parquet")]
     return targets

@@ -3,7 +3,7 @@
 
 
 def scorecard_dir(model, task, condition):
-    return f"results/scorecard/{model}/{task}/{condition}"
+    return study_path(f"scorecard/{model}/{task}/{condition}")
 
 
 def _reuse(task, condition):
@@ -26,7 +26,7 @@ def probe_adapter_dir(model, task, condition):
 def probe_head_examples(model, task, condition):
     """The probe's per-example head scores: the study's when its heads job is the probe's."""
     if _reuse(task, condition)[1]:
-        return f"results/heads/{model}/{task}/per_example/{condition}.parquet"
+        return study_path(f"heads/{model}/{task}/per_example/{condition}.parquet")
     return f"{scorecard_dir(model, task, condition)}/per_example.parquet"
 
 
@@ -35,14 +35,14 @@ def probe_costs(model, task, condition):
     train, heads = _reuse(task, condition)
     return {
         "train": (
-            f"logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv"
+            study_path(f"logs/train_adapter/{model}/{task}/{condition}.benchmark.tsv")
             if train
-            else f"logs/scorecard/train/{model}/{task}/{condition}.benchmark.tsv"
+            else study_path(f"logs/scorecard/train/{model}/{task}/{condition}.benchmark.tsv")
         ),
         "heads": (
-            f"logs/heads/{model}/{task}/{condition}.benchmark.tsv"
+            study_path(f"logs/heads/{model}/{task}/{condition}.benchmark.tsv")
             if heads
-            else f"logs/scorecard/heads/{model}/{task}/{condition}.benchmark.tsv"
+            else study_path(f"logs/scorecard/heads/{model}/{task}/{condition}.benchmark.tsv")
         ),
     }
 
@@ -53,13 +53,13 @@ def study_trained(task):
 
 
 def scorecard_files(model, task):
-    base = f"results/scorecard/{model}/{task}"
+    base = study_path(f"scorecard/{model}/{task}")
     return {
         "table": f"{base}/scorecard.parquet",
         "markdown": f"{base}/scorecard.md",
-        "figure": f"results/figures/{model}/scorecard_{task}.png",
+        "figure": study_path(f"figures/{model}/scorecard_{task}.png"),
         "stability": f"{base}/stability.parquet",
-        "stability_figure": f"results/figures/{model}/scorecard_stability_{task}.png",
+        "stability_figure": study_path(f"figures/{model}/scorecard_stability_{task}.png"),
     }
 
 
@@ -68,4 +68,4 @@ def scorecard_targets(model):
 
 
 def scorecard_vs_study_targets(model):
-    return [f"results/scorecard/{model}/vs_study.parquet", f"results/scorecard/{model}/vs_study.md"]
+    return [study_path(f"scorecard/{model}/vs_study.parquet"), study_path(f"scorecard/{model}/vs_study.md")]

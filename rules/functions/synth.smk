@@ -32,5 +32,5 @@ def synth_targets(model):
         path
         for task in TASKS
         for synthetic in SYNTHETIC
-        for path in (train_data(model, task, synthetic), f"results/data/{model}/{task}/stats/{synthetic}.parquet")
+        for path in (train_data(model, task, synthetic), study_path(f"data/{model}/{task}/stats/{synthetic}.parquet"))
     ]

@@ -1,8 +1,8 @@
 """Similarity of every condition's retrieval heads to the Real (Full) model's, with Table 1 scores.
 
-Inputs:  results/heads/{model}/{task}/{condition}.parquet (all tasks, all conditions),
-         results/eval/{model}/{task}/predictions.parquet (downstream score per condition).
-Output:  results/analysis/{model}/similarity.parquet (kind head_similarity).
+Inputs:  results/{study}/heads/{model}/{task}/{condition}.parquet (all tasks, all conditions),
+         results/{study}/eval/{model}/{task}/predictions.parquet (downstream score per condition).
+Output:  results/{study}/analysis/{model}/similarity.parquet (kind head_similarity).
 Feeds:   Figure 3 (rule figure3).
 """
 

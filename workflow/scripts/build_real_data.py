@@ -3,7 +3,7 @@
 Inputs:  the task's raw files in their original formats (snakemake.input.raw: MDQA
          Lost-in-the-Middle JSONL.gz, MuSiQue JSONL/JSON array, SummHay haystack JSON) and
          the prepared model (snakemake.input.model: its tokenizer counts the budget).
-Outputs: results/data/{model}/{task}/eval.parquet, train/real_full.parquet,
+Outputs: results/{study}/data/{model}/{task}/eval.parquet, train/real_full.parquet,
          train/real_limited.parquet (kind examples) and stats/real.parquet (dataset_stats).
 Feeds:   every later stage: Real (Full)/(Limited) rows of Table 1 (training), the eval
          split of Table 1, head detection (Figure 3, Table 2) and the causal tests.

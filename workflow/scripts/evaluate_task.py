@@ -1,9 +1,9 @@
 """Greedy evaluation of one (model, task): the base model's evaluation-only conditions ("nonft";
 "closed_book": the question without the documents) and every trained adapter.
 
-Input:  results/data/{model}/{task}/eval.parquet (examples), the prepared model,
-        results/adapters/{model}/{task}/{condition}/ for every trained condition.
-Output: results/eval/{model}/{task}/predictions.parquet (predictions, scored).
+Input:  results/{study}/data/{model}/{task}/eval.parquet (examples), the prepared model,
+        results/{study}/adapters/{model}/{task}/{condition}/ for every trained condition.
+Output: results/{study}/eval/{model}/{task}/predictions.parquet (predictions, scored).
 Feeds:  Table 1 (table1 rule), the head similarity / correlation analyses (scores).
 
 A `shell:` rule runs this script with the backend's interpreter (vLLM has its own

@@ -1,8 +1,8 @@
 """Figure 3: Spearman correlation of head similarity with the downstream score.
 
-Input:   results/analysis/{model}/similarity.parquet.
-Outputs: results/analysis/{model}/correlations.parquet (kind correlations),
-         results/figures/{model}/figure3.png.
+Input:   results/{study}/analysis/{model}/similarity.parquet.
+Outputs: results/{study}/analysis/{model}/correlations.parquet (kind correlations),
+         results/{study}/figures/{model}/figure3.png.
 """
 
 from synthctx.analysis.run import run_correlations

@@ -1,8 +1,8 @@
 """Figure 4: score drop when a model's top-K retrieval heads (vs K random heads) are masked.
 
-Inputs:  results/causal/{model}/{task}/{condition}/knockout.parquet for every task and
+Inputs:  results/{study}/causal/{model}/{task}/{condition}/knockout.parquet for every task and
          condition (Real (Full) and the synthetic ones).
-Outputs: results/figures/{model}/figure4.png; results/causal/{model}/knockout_summary.parquet
+Outputs: results/{study}/figures/{model}/figure4.png; results/{study}/causal/{model}/knockout_summary.parquet
          (intervention_summary: paired-bootstrap deltas, intervals, p-values).
 Feeds:   Figure 4.
 """

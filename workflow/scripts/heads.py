@@ -1,10 +1,10 @@
 """Retrieval (and, for SummHay, insight) scores of every attention head of one model.
 
-Inputs:  resources/models/{model}/ (prepared model), results/data/{model}/{task}/eval.parquet
-         (real eval examples), results/adapters/{model}/{task}/{condition}/ (LoRA adapter; none
+Inputs:  resources/models/{model}/ (prepared model), results/{study}/data/{model}/{task}/eval.parquet
+         (real eval examples), results/{study}/adapters/{model}/{task}/{condition}/ (LoRA adapter; none
          for condition ``nonft``).
-Output:  results/heads/{model}/{task}/{condition}.parquet (kind head_scores);
-         results/heads/{model}/{task}/per_example/{condition}.parquet (kind head_example_scores:
+Output:  results/{study}/heads/{model}/{task}/{condition}.parquet (kind head_scores);
+         results/{study}/heads/{model}/{task}/per_example/{condition}.parquet (kind head_example_scores:
          each decoded example's score of every head).
 Feeds:   similarity / Figure 3, Table 2, the heatmaps, the causal tests' head sets; the claims
          page (C3's bootstrap of positive heads, C7's split-half agreement) reads the per-example file.

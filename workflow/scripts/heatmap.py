@@ -1,7 +1,7 @@
 """Layer x head retrieval-score heatmaps of one task: every condition side by side.
 
-Inputs:  results/heads/{model}/{task}/{condition}.parquet for every condition.
-Output:  results/figures/{model}/heatmap_{task}.png.
+Inputs:  results/{study}/heads/{model}/{task}/{condition}.parquet for every condition.
+Output:  results/{study}/figures/{model}/heatmap_{task}.png.
 """
 
 from synthctx.analysis.run import run_heatmap

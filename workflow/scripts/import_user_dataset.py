@@ -2,7 +2,7 @@
 
 Input:  the user's file (config datasets.{condition}.files.{task}: JSON Lines or Parquet), read in
         place; resources/models/{model}/ (the tokenizer: each example must fit context_tokens).
-Output: results/data/{model}/{task}/train/{condition}.parquet (examples, split train, condition
+Output: results/{study}/data/{model}/{task}/train/{condition}.parquet (examples, split train, condition
         = the dataset's name; metadata: source path and sha256).
 Feeds:  training of the user condition, hence Table 1, heads, Figure 3, heatmaps, causal tests.
 """

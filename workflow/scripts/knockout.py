@@ -1,10 +1,10 @@
 """Knockout of one model's top-K retrieval heads vs random heads on the real eval examples
 (the causal part of the eval split, after the examples that ranked the heads).
 
-Inputs:  resources/models/{model}/config.json, results/data/{model}/{task}/eval.parquet,
-         results/heads/{model}/{task}/{condition}.parquet,
-         results/adapters/{model}/{task}/{condition}/adapter_model.safetensors (none for nonft).
-Output:  results/causal/{model}/{task}/{condition}/knockout.parquet (intervention_predictions).
+Inputs:  resources/models/{model}/config.json, results/{study}/data/{model}/{task}/eval.parquet,
+         results/{study}/heads/{model}/{task}/{condition}.parquet,
+         results/{study}/adapters/{model}/{task}/{condition}/adapter_model.safetensors (none for nonft).
+Output:  results/{study}/causal/{model}/{task}/{condition}/knockout.parquet (intervention_predictions).
 Feeds:   Figure 4 (rule figure4).
 """
 

@@ -1,8 +1,8 @@
 """Needle-in-a-haystack retrieval heads of the base model, on two disjoint needle sets.
 
 Inputs:  resources/models/{model}/ (prepared model); haystacks are generated procedurally.
-Outputs: results/heads/{model}/niah/set1.parquet, set2.parquet (kind head_scores).
-Feeds:   results/tables/{model}/niah_heads.md (rule niah).
+Outputs: results/{study}/heads/{model}/niah/set1.parquet, set2.parquet (kind head_scores).
+Feeds:   results/{study}/tables/{model}/niah_heads.md (rule niah).
 """
 
 from synthctx.heads.niah import run_niah_heads

@@ -1,7 +1,7 @@
 """NIAH report: the strongest heads of each needle set and their top-K overlap.
 
-Inputs:  results/heads/{model}/niah/set1.parquet, set2.parquet.
-Output:  results/tables/{model}/niah_heads.md.
+Inputs:  results/{study}/heads/{model}/niah/set1.parquet, set2.parquet.
+Output:  results/{study}/tables/{model}/niah_heads.md.
 """
 
 from synthctx.analysis.run import run_niah_report

@@ -1,10 +1,10 @@
 """Cross-model activation patching: Real (Full) model's heads into one synthetic-data model, on
 the causal part of the eval split (after the examples that ranked the heads).
 
-Inputs:  resources/models/{model}/config.json, results/data/{model}/{task}/eval.parquet,
-         adapters results/adapters/{model}/{task}/{real_full,synthetic}/adapter_model.safetensors,
-         head scores results/heads/{model}/{task}/{real_full,synthetic}.parquet.
-Output:  results/causal/{model}/{task}/{synthetic}/patching.parquet (intervention_predictions).
+Inputs:  resources/models/{model}/config.json, results/{study}/data/{model}/{task}/eval.parquet,
+         adapters results/{study}/adapters/{model}/{task}/{real_full,synthetic}/adapter_model.safetensors,
+         head scores results/{study}/heads/{model}/{task}/{real_full,synthetic}.parquet.
+Output:  results/{study}/causal/{model}/{task}/{synthetic}/patching.parquet (intervention_predictions).
 Feeds:   Table 3 (rule table3).
 """
 

@@ -1,10 +1,10 @@
 """The synthetic-data scorecard of one (model, task): candidates ranked by their probe's heads.
 
-Input:  every probe's per-example head scores (results/scorecard/{model}/{task}/{condition}/
-        per_example.parquet, or the study's results/heads/{model}/{task}/per_example/{condition}.parquet
+Input:  every probe's per-example head scores (results/{study}/scorecard/{model}/{task}/{condition}/
+        per_example.parquet, or the study's results/{study}/heads/{model}/{task}/per_example/{condition}.parquet
         where the probe is the study's) and training sets; benchmark files (params) for the cost.
-Output: results/scorecard/{model}/{task}/scorecard.parquet (kind scorecard), scorecard.md,
-        stability.parquet (kind scorecard_stability); results/figures/{model}/scorecard_{task}.png,
+Output: results/{study}/scorecard/{model}/{task}/scorecard.parquet (kind scorecard), scorecard.md,
+        stability.parquet (kind scorecard_stability); results/{study}/figures/{model}/scorecard_{task}.png,
         scorecard_stability_{task}.png.
 Feeds:  the Scorecard section of the report; rule scorecard_compare (against Table 1).
 """

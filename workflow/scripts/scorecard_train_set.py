@@ -1,7 +1,7 @@
 """A scorecard probe's training set: at most scorecard.train_examples of a condition's examples.
 
-Input:  results/data/{model}/{task}/train/{condition}.parquet (examples).
-Output: results/scorecard/{model}/{task}/{condition}/train.parquet (examples; a seeded choice,
+Input:  results/{study}/data/{model}/{task}/train/{condition}.parquet (examples).
+Output: results/{study}/scorecard/{model}/{task}/{condition}/train.parquet (examples; a seeded choice,
         in the set's order, with the chosen example ids in its metadata).
 Feeds:  rule scorecard_train (the probe's LoRA), then the scorecard of the task.
 """

@@ -1,8 +1,9 @@
 """Does the scorecard predict the full study? Spearman with Table 1 and the cost fraction, per task.
 
-Input:  results/scorecard/{model}/{task}/scorecard.parquet (every task), results/tables/{model}/table1.parquet;
-        the study's train_adapter and evaluate_task benchmark files (params) for its cost.
-Output: results/scorecard/{model}/vs_study.parquet (kind scorecard_vs_study), vs_study.md.
+Input:  results/{study}/scorecard/{model}/{task}/scorecard.parquet (every task),
+        results/{study}/tables/{model}/table1.parquet; the study's train_adapter and evaluate_task
+        benchmark files (params) for its cost.
+Output: results/{study}/scorecard/{model}/vs_study.parquet (kind scorecard_vs_study), vs_study.md.
 Feeds:  the Scorecard section of the report.
 """
 

@@ -1,9 +1,9 @@
 """Generate one task's shared pool of LLM-written documents (run with the vLLM interpreter).
 
 Input:  resources/models/{generator_model}/ (the generator model, prepared).
-Output: results/synth/{task}/pool.parquet (kind document_pool); resumable through
-        results/synth/{task}/.partial/ (removed after the final atomic write).
-Feeds:  the synthetic variants (results/data/{model}/{task}/train/{variant}.parquet), hence
+Output: results/{study}/synth/{task}/pool.parquet (kind document_pool); resumable through
+        results/{study}/synth/{task}/.partial/ (removed after the final atomic write).
+Feeds:  the synthetic variants (results/{study}/data/{model}/{task}/train/{variant}.parquet), hence
         Table 1, Figure 3 and the causal tables.
 
 A `shell:` rule runs this file with the interpreter of the chosen backend (vLLM lives in its

@@ -1,9 +1,9 @@
 """Assemble one synthetic variant of one task for one target model.
 
-Input:  results/synth/{task}/pool.parquet (document_pool), resources/models/{model}/ (the
+Input:  results/{study}/synth/{task}/pool.parquet (document_pool), resources/models/{model}/ (the
         target model's tokenizer: examples are fitted to its context_tokens budget).
-Output: results/data/{model}/{task}/train/{synthetic}.parquet (examples, split train,
-        condition = variant) and results/data/{model}/{task}/stats/{synthetic}.parquet
+Output: results/{study}/data/{model}/{task}/train/{synthetic}.parquet (examples, split train,
+        condition = variant) and results/{study}/data/{model}/{task}/stats/{synthetic}.parquet
         (dataset_stats: counts, token lengths, needle depth, rejects per reason).
 Feeds:  fine-tuning of the synthetic conditions, hence Table 1, Figure 3, Tables 3/11.
 """

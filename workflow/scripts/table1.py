@@ -1,11 +1,11 @@
 """Table 1 of one model: score per task and condition, bootstrap CIs, daggers, positive control.
 
-Input:  results/eval/{model}/{task}/predictions.parquet for every task (predictions);
-        results/data/{model}/{task}/eval.parquet and train/real_full.parquet (the trivial baseline:
+Input:  results/{study}/eval/{model}/{task}/predictions.parquet for every task (predictions);
+        results/{study}/data/{model}/{task}/eval.parquet and train/real_full.parquet (the trivial baseline:
         cite every document / the most frequent Real (Full) answer);
-        results/adapters/{model}/{task}/{condition}/train_curve.parquet (training-set sizes, loss health).
-Output: results/tables/{model}/table1.parquet (table1), results/tables/{model}/table1.md,
-        results/figures/{model}/table1.png.
+        results/{study}/adapters/{model}/{task}/{condition}/train_curve.parquet (training-set sizes, loss health).
+Output: results/{study}/tables/{model}/table1.parquet (table1), results/{study}/tables/{model}/table1.md,
+        results/{study}/figures/{model}/table1.png.
 Feeds:  Table 1 of the report; scores for the head-similarity correlations.
 """
 

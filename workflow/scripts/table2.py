@@ -1,8 +1,8 @@
 """Table 2: cross-task cosine similarity of the Real (Full) models' head-score vectors.
 
-Inputs:  results/heads/{model}/{task}/real_full.parquet for every task (SummHay: insight and
+Inputs:  results/{study}/heads/{model}/{task}/real_full.parquet for every task (SummHay: insight and
          retrieval heads).
-Outputs: results/tables/{model}/table2.parquet (kind cross_task), results/tables/{model}/table2.md.
+Outputs: results/{study}/tables/{model}/table2.parquet (kind cross_task), results/{study}/tables/{model}/table2.md.
 """
 
 from synthctx.analysis.run import run_table2

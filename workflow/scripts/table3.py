@@ -1,8 +1,8 @@
 """Table 3: synthetic-data models with Real (Full) heads patched in, vs unpatched.
 
-Inputs:  results/causal/{model}/{task}/{synthetic}/patching.parquet for every task and
+Inputs:  results/{study}/causal/{model}/{task}/{synthetic}/patching.parquet for every task and
          synthetic condition.
-Outputs: results/tables/{model}/table3.md and table3.parquet (intervention_summary).
+Outputs: results/{study}/tables/{model}/table3.md and table3.parquet (intervention_summary).
 Feeds:   Table 3.
 """
 

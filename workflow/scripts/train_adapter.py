@@ -1,7 +1,7 @@
 """Fine-tune one (model, task, condition): LoRA on q/k/v/o (or full fine-tuning), resumable.
 
-Input:  results/data/{model}/{task}/train/{condition}.parquet (examples), the prepared model.
-Output: results/adapters/{model}/{task}/{condition}/adapter_model.safetensors, adapter_config.json,
+Input:  results/{study}/data/{model}/{task}/train/{condition}.parquet (examples), the prepared model.
+Output: results/{study}/adapters/{model}/{task}/{condition}/adapter_model.safetensors, adapter_config.json,
         train_curve.parquet (train_curve; written last). Checkpoints: params.checkpoint_dir.
 Feeds:  evaluation (Table 1), retrieval heads, knockout and patching.
 """

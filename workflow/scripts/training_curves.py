@@ -1,7 +1,7 @@
 """Training curves of one model: loss per optimizer step, every condition of a task in one panel.
 
-Input:  results/adapters/{model}/{task}/{condition}/train_curve.parquet for every trained condition.
-Output: results/figures/{model}/training_curves.png.
+Input:  results/{study}/adapters/{model}/{task}/{condition}/train_curve.parquet for every trained condition.
+Output: results/{study}/figures/{model}/training_curves.png.
 Feeds:  the report's training-health figure; logs a warning for each run whose loss did not fall
         (Table 1 flags the same runs in its notes).
 """

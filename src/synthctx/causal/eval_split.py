@@ -1,6 +1,6 @@
 """Which real eval examples rank the heads and which ones the causal tests run on.
 
-A task's eval split (file order of ``results/data/{model}/{task}/eval.parquet``; Table 1 scores
+A task's eval split (file order of ``results/{study}/data/{model}/{task}/eval.parquet``; Table 1 scores
 all of it) is cut in two disjoint parts, so knockout and patching never test heads on the
 examples that chose them:
 

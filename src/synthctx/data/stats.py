@@ -1,6 +1,6 @@
 """``dataset_stats``: one description of a set of examples, real or synthetic.
 
-The real-data build (``results/data/{model}/{task}/stats/real.parquet``: eval, Real (Full),
+The real-data build (``results/{study}/data/{model}/{task}/stats/real.parquet``: eval, Real (Full),
 Real (Limited) plus the build counts) and every synthetic variant (``stats/{variant}.parquet``:
 the variant's set plus its candidate/reject counts) write the same rows (task, condition,
 stat, value) with the same definitions:

@@ -3,7 +3,7 @@
 One file per (condition, task), JSON Lines in the documented format or Parquet in the
 normalized example schema, is read in place (never written, moved or linked), checked
 record by record and written as the condition's training set
-``results/data/{model}/{task}/train/{condition}.parquet``, where the built-in conditions'
+``results/{study}/data/{model}/{task}/train/{condition}.parquet``, where the built-in conditions'
 sets live, so training, evaluation, heads and the analyses take it unchanged. The first bad
 record stops the import with an error naming file, line (or Parquet row) and field, and
 nothing is written. The artifact's metadata records the source file's sha256.

@@ -13,7 +13,7 @@ to express):
 
 Every output is cleaned and validated; items failing validation are retried with a new
 seed up to ``attempts`` times, then kept with ``status = reject:<reason>`` (counted, never
-used). Finished items are appended to a shard under ``results/synth/{task}/.partial/`` so
+used). Finished items are appended to a shard under ``results/{study}/synth/{task}/.partial/`` so
 an interrupted run resumes where it stopped; the Parquet file is written atomically last.
 """
 
@@ -368,7 +368,7 @@ def build_pool_file(task: str, out_path: str, model_dir: str, generator_model: s
                     dtype: str = "float32", vllm_settings: Mapping[str, Any] | None = None,
                     attempts: int = 2, request_batch: int = 32, haystack_documents: int | None = None,
                     max_template_overlap: float = 1.0, log_path: str | None = None) -> dict[str, Any]:
-    """Generate (resuming if interrupted) ``results/synth/{task}/pool.parquet``; returns run stats."""
+    """Generate (resuming if interrupted) ``results/{study}/synth/{task}/pool.parquet``; returns run stats."""
     import shutil
     import time
 

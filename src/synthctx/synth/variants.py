@@ -641,7 +641,7 @@ def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: 
 def build_variant_files(task: str, variant: str, pool_path: str, model_dir: str, examples_path: str,
                         stats_path: str, model: str, seed: int, examples: int, context_tokens: int,
                         task_data: Mapping[str, Any], log_path: str | None = None) -> pd.DataFrame:
-    """Write ``results/data/{model}/{task}/train/{variant}.parquet`` and its stats; returns the stats."""
+    """Write ``results/{study}/data/{model}/{task}/train/{variant}.parquet`` and its stats; returns the stats."""
     import time
 
     from tqdm import tqdm

@@ -10,7 +10,7 @@ epoch orders are seeded permutations), and a checkpoint holds the trainable weig
 optimizer, the scheduler, every RNG (LoRA dropout draws) and the curve so far. A killed job
 therefore ends with the same adapter as a job that was never interrupted.
 
-Checkpoints live in ``results/checkpoints/...``, outside the declared outputs (Snakemake
+Checkpoints live in ``results/{study}/checkpoints/...``, outside the declared outputs (Snakemake
 deletes declared outputs of a failed job, and would delete a ``directory()`` before running).
 """
 
