@@ -123,10 +123,11 @@ def shared_eval_sets(shared_data, smollm_tokenizer):
     for task in TASKS:
         spec = get_task(task)
         files = [str(shared_data / f) for f in spec.raw_files(raw[task])]
-        task_config = {k: v for k, v in data[task].items() if k != "eval_examples"}
+        from synthctx.study import task_data_settings
+
+        task_config, eval_examples, max_train_examples = task_data_settings(config, task)
         built = build_real_data(task, files, smollm_tokenizer, task_config=task_config,
-                                eval_examples=data[task].get("eval_examples", data["eval_examples"]),
-                                max_train_examples=data["max_train_examples"],
+                                eval_examples=eval_examples, max_train_examples=max_train_examples,
                                 limited_fraction=data["limited_fraction"], seed=config["study"]["seed"],
                                 context_tokens=config["models"]["smollm2-135m"]["context_tokens"])
         out[task] = built.eval

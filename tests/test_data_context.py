@@ -292,7 +292,7 @@ def test_validate_accepts_normalized_answer_text():
 def _default_settings():
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     data = config["data"]
-    return config, dict(eval_examples=data["eval_examples"], max_train_examples=data["max_train_examples"],
+    return config, dict(eval_examples=data["eval_examples"],
                         limited_fraction=data["limited_fraction"], seed=config["study"]["seed"],
                         context_tokens=config["models"]["smollm2-135m"]["context_tokens"])
 
@@ -306,9 +306,12 @@ def shared_builds(shared_data, smollm_tokenizer):
         "musique": [shared_data / f for f in raw["musique"]["files"]],
         "summhay": [shared_data / f for f in raw["summhay"]["files"]],
     }
-    return settings, {
+    from synthctx.study import task_data_settings
+
+    caps = {task: task_data_settings(config, task)[2] for task in files}  # config.yaml's per-task caps
+    return dict(settings, caps=caps), {
         task: build_real_data(task, [str(f) for f in files[task]], smollm_tokenizer,
-                              task_config=config["data"][task], **settings)
+                              task_config=config["data"][task], max_train_examples=caps[task], **settings)
         for task in ("mdqa", "musique", "summhay")
     }
 
@@ -318,7 +321,7 @@ def test_shared_samples_build(shared_builds, smollm_tokenizer, task):
     settings, builds = shared_builds
     data = builds[task]
     assert len(data.eval) == settings["eval_examples"]
-    assert 1 <= len(data.real_full) <= settings["max_train_examples"]
+    assert 1 <= len(data.real_full) <= settings["caps"][task]
     assert len(data.real_limited) == max(1, math.floor(settings["limited_fraction"] * len(data.real_full) + 0.5))
     assert not {e["example_id"] for e in data.eval} & {e["example_id"] for e in data.real_full}
     for ex in all_examples(data):

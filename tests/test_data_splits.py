@@ -371,9 +371,8 @@ def build_shared(config, task, shared_data, tokenizer):
     data = config["data"]
     return build_real_data(
         task, shared_files(config, task, shared_data), tokenizer,
-        task_config={k: v for k, v in data[task].items() if k != "eval_examples"},
-        eval_examples=data[task].get("eval_examples", data["eval_examples"]),
-        max_train_examples=data.get("max_train_examples"), limited_fraction=data["limited_fraction"],
+        task_config=task_data_settings(config, task)[0], eval_examples=task_data_settings(config, task)[1],
+        max_train_examples=task_data_settings(config, task)[2], limited_fraction=data["limited_fraction"],
         seed=config["study"]["seed"], context_tokens=config["models"]["smollm2-135m"]["context_tokens"],
     )
 
@@ -419,7 +418,7 @@ def test_shared_mdqa_split_shares_no_gold_passage(shared_splits, shared_data, na
                          for e in exs}
     assert not golds(data.eval) & golds(data.real_full)
     assert 1 <= len(data.real_limited) < len(data.real_full)
-    if config["data"]["max_train_examples"] is None:
+    if task_data_settings(config, "mdqa")[2] is None:
         # Real (Full) = all remaining train examples
         dropped = sum(v for k, v in data.counts.items() if k.startswith("dropped_"))
         assert len(data.eval) + len(data.real_full) + dropped == data.counts["candidates"]

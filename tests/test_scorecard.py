@@ -179,7 +179,7 @@ def test_probe_reuse_decisions():
     config["scorecard"]["train_examples"] = 10  # = examples_per_variant, < max_train_examples (20)
     assert sc.probe_reuse(config, "mdqa", "symbolic") == (True, True)
     assert sc.probe_reuse(config, "mdqa", "real_full") == (False, False)
-    config["scorecard"]["train_examples"] = config["data"]["max_train_examples"]
+    config["scorecard"]["train_examples"] = config["data"]["max_train_examples"]["mdqa"]
     assert sc.probe_reuse(config, "mdqa", "real_full") == (True, True)
     config["scorecard"]["real_examples"] = 5  # fewer real examples than the study's heads job
     assert sc.probe_reuse(config, "mdqa", "low_low") == (True, False) and sc.real_examples(config, "mdqa") == 5

@@ -111,26 +111,28 @@ def test_default_real_data_unchanged_by_the_registries(shared_data, smollm_token
         assert hashlib.sha256(data.stats.to_csv(index=False).encode()).hexdigest() == expected[f"{task}/stats"]
 
 
-def test_a_task_section_overrides_the_study_wide_sizes():
-    """data.<task>.eval_examples / max_train_examples override the study-wide keys for that task
-    only; each is checked where it is (a bad value names data.<task>.<key>), and the task's own
-    schema fragment never sees them."""
+def test_real_full_cap_per_task_and_eval_size_override():
+    """data.max_train_examples is one cap or a task -> cap mapping naming every study task; an
+    overlay's single number (or null) replaces the mapping whole. data.<task>.eval_examples
+    overrides the study-wide eval size; the task's own schema fragment never sees it."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["data"]["max_train_examples"] = 20
-    config["data"]["summhay"]["max_train_examples"] = 40
+    config["data"]["max_train_examples"] = {"mdqa": 20, "musique": None, "summhay": 40}
     config["data"]["musique"]["eval_examples"] = 7
-    config["data"]["mdqa"].pop("eval_examples", None)
-    config["data"]["mdqa"].pop("max_train_examples", None)
     study.check_config(config)
     summhay_config, summhay_eval, summhay_cap = study.task_data_settings(config, "summhay")
     assert (summhay_eval, summhay_cap) == (config["data"]["eval_examples"], 40)
-    assert "max_train_examples" not in summhay_config and "eval_examples" not in summhay_config
-    assert study.task_data_settings(config, "musique")[1:] == (7, 20)
+    assert "eval_examples" not in study.task_data_settings(config, "musique")[0]
+    assert study.task_data_settings(config, "musique")[1:] == (7, None)
     assert study.task_data_settings(config, "mdqa")[1:] == (config["data"]["eval_examples"], 20)
-    config["data"]["summhay"]["max_train_examples"] = None  # null: every remaining example
-    assert study.task_data_settings(config, "summhay")[2] is None
-    for key, bad in (("max_train_examples", 0), ("eval_examples", "12")):
-        wrong = copy.deepcopy(config)
-        wrong["data"]["summhay"][key] = bad
-        with pytest.raises(ValueError, match=f"data.summhay.{key}"):
-            study.check_config(wrong)
+    # an overlay that sets one number (Snakemake replaces a mapping by a scalar) caps every task
+    overlaid = copy.deepcopy(config)
+    overlaid["data"]["max_train_examples"] = 4
+    assert {study.task_data_settings(overlaid, t)[2] for t in ("mdqa", "musique", "summhay")} == {4}
+    missing = copy.deepcopy(config)
+    del missing["data"]["max_train_examples"]["summhay"]
+    with pytest.raises(ValueError, match="data.max_train_examples.summhay"):
+        study.check_config(missing)
+    wrong = copy.deepcopy(config)
+    wrong["data"]["summhay"]["eval_examples"] = "12"
+    with pytest.raises(ValueError, match="data.summhay.eval_examples"):
+        study.check_config(wrong)

@@ -313,8 +313,8 @@ def test_dry_run_plans_recipe_jobs_only_where_configured(name, tmp_path):
                          cwd=tmp_path, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
-    trained = re.findall(r"output: results/adapters/[^/]+/(\w+)/(\w+)/adapter_model\.safetensors", out)
-    heads = set(re.findall(r"output: results/heads/[^/]+/(\w+)/(\w+)\.parquet", out))
+    trained = re.findall(r"output: results/[\w.-]+/adapters/[^/]+/(\w+)/(\w+)/adapter_model\.safetensors", out)
+    heads = set(re.findall(r"output: results/[\w.-]+/heads/[^/]+/(\w+)/(\w+)\.parquet", out))
     recipe_trained = {(t, c) for t, c in trained if "__" in c}
     if name == "default":
         assert trained and not recipe_trained and not any("__" in c for _, c in heads)
@@ -328,8 +328,8 @@ def test_dry_run_plans_recipe_jobs_only_where_configured(name, tmp_path):
     for block in re.split(r"\n(?=\[[^\]]*\]\n(?:local)?rule )", out):
         if "rule train_adapter:" not in block:
             continue
-        trained_as = re.search(r"output: results/adapters/[^/]+/(\w+)/(\w+)/", block)
-        data = re.search(r"input: results/data/[^/]+/\w+/train/(\w+)\.parquet", block)
+        trained_as = re.search(r"output: results/[\w.-]+/adapters/[^/]+/(\w+)/(\w+)/", block)
+        data = re.search(r"input: results/[\w.-]+/data/[^/]+/\w+/train/(\w+)\.parquet", block)
         assert data.group(1) == base_condition(trained_as.group(2)), block
         checked.add(trained_as.groups())
     assert expected <= checked

@@ -351,22 +351,25 @@ def task_title(task: str) -> str:
         return task
 
 
-# Study-wide sizes (data.eval_examples, data.max_train_examples) that a task's data section may
-# override for that task: checked here, stripped before the task's own schema fragment (ours).
+# The study-wide eval size (data.eval_examples) that a task's data section may override for that
+# task: checked here, stripped before the task's own schema fragment (ours).
 TASK_SIZE_OVERRIDES = {
     "eval_examples": {"type": "integer", "minimum": 1},
-    "max_train_examples": {"type": ["integer", "null"], "minimum": 1},
 }
 
 
 def task_data_settings(config: Mapping[str, Any], task: str) -> tuple[dict[str, Any], int, int | None]:
-    """A task's data settings: (its ``data.<task>`` section without the size overrides, its eval
-    examples, its Real (Full) cap), each override falling back to the study-wide key."""
+    """A task's data settings: (its ``data.<task>`` section without the size override, its eval
+    examples, its Real (Full) cap). ``data.max_train_examples`` is one cap for every task or a
+    mapping task -> cap naming every study task: an overlay config that sets one number (or
+    null) replaces the mapping whole, so no task keeps a cap the overlay did not ask for."""
     data = config["data"]
     section = data[task]
+    cap = data.get("max_train_examples")
+    if isinstance(cap, Mapping):
+        cap = cap[task]
     return ({k: v for k, v in section.items() if k not in TASK_SIZE_OVERRIDES},
-            int(section.get("eval_examples", data["eval_examples"])),
-            section.get("max_train_examples", data.get("max_train_examples")))
+            int(section.get("eval_examples", data["eval_examples"])), cap)
 
 
 # Config mappings keyed by task name (any subset of the study's tasks, unless required here).
@@ -375,6 +378,7 @@ PER_TASK_KEYS = {
     ("heads", "task_examples"): False,
     ("causal", "task_examples"): False,
     ("heads", "success_metric"): False,
+    ("data", "max_train_examples"): True,  # when a mapping: a cap (or null) for every task
 }
 
 
