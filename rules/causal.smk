@@ -92,7 +92,7 @@ rule patching:
         "../workflow/scripts/patching.py"
 
 
-rule figure4:
+rule knockout_figure:
     input:
         lambda wc: [
             study_path(f"causal/{wc.model}/{task}/{condition}/knockout.parquet")
@@ -127,7 +127,7 @@ rule figure4:
         "../workflow/scripts/figure4.py"
 
 
-rule table3:
+rule patching_table:
     input:
         lambda wc: [
             study_path(f"causal/{wc.model}/{task}/{synthetic}/patching.parquet")
@@ -160,3 +160,15 @@ rule table3:
         user_labels=USER_LABELS,
     script:
         "../workflow/scripts/table3.py"
+
+
+# Named targets (no wildcards): `snakemake figure4`, `table3`, for every study model.
+rule figure4:
+    input:
+        [study_path(f"figures/{m}/figure4.png") for m in MODELS],
+        [study_path(f"causal/{m}/knockout_summary.parquet") for m in MODELS],
+
+
+rule table3:
+    input:
+        [study_path(f"tables/{m}/table3.{ext}") for m in MODELS for ext in ("md", "parquet")],

@@ -55,7 +55,7 @@ rule evaluate_task:
         " > {log:q} 2>&1"
 
 
-rule table1:
+rule score_table:
     input:
         predictions=expand(study_path("eval/{{model}}/{task}/predictions.parquet"), task=TASKS),
         # The trivial baseline is scored on the eval split, from the Real (Full) answers.
@@ -103,7 +103,7 @@ rule table1:
         "../workflow/scripts/table1.py"
 
 
-rule training_curves:
+rule training_curves_figure:
     input:
         curves=lambda wc: training_curve_paths(wc.model),
     output:
@@ -131,3 +131,15 @@ rule training_curves:
         },
     script:
         "../workflow/scripts/training_curves.py"
+
+
+# Named targets (no wildcards): `snakemake table1`, `training_curves`, for every study model.
+rule table1:
+    input:
+        [study_path(f"tables/{m}/table1.{ext}") for m in MODELS for ext in ("parquet", "md")],
+        [study_path(f"figures/{m}/table1.png") for m in MODELS],
+
+
+rule training_curves:
+    input:
+        [study_path(f"figures/{m}/training_curves.png") for m in MODELS],

@@ -111,7 +111,7 @@ def test_causal_rules_run(tmp_path, smollm_tokenizer):
     targets = [f"results/{STUDY}/figures/tiny/figure4.png", f"results/{STUDY}/causal/tiny/knockout_summary.parquet",
                f"results/{STUDY}/tables/tiny/table3.md", f"results/{STUDY}/tables/tiny/table3.parquet"]
     cmd = [snakemake, "--cores", "2", "--configfile", "test-config.yaml", "--allowed-rules", "knockout",
-           "patching", "figure4", "table3", "--", *targets]
+           "patching", "knockout_figure", "patching_table", "--", *targets]
     result = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     from synthctx.schema import read_metadata, read_table

@@ -335,7 +335,7 @@ def test_user_condition_reaches_table1_figure3_and_heatmap(tmp_path, smollm_dir)
     (work / "config.yaml").write_text(yaml.safe_dump(relabelled))
     plan = run_snakemake("-n", env_target, *analyses, cwd=work, timeout=240)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    assert {rule for rule, _ in dry_run_jobs(plan.stdout)} == {"table1", "correlations", "heatmap"}
+    assert {rule for rule, _ in dry_run_jobs(plan.stdout)} == {"score_table", "correlations", "heatmap"}
     # a changed file re-runs the import and what depends on it, even with its old modification time
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     stat = source.stat()
@@ -345,7 +345,7 @@ def test_user_condition_reaches_table1_figure3_and_heatmap(tmp_path, smollm_dir)
     plan = run_snakemake("-n", env_target, *analyses, cwd=work, timeout=240)
     assert plan.returncode == 0, plan.stderr[-3000:]
     jobs = dry_run_jobs(plan.stdout)
-    assert {"import_user_dataset", "train_adapter", "evaluate_task", "heads", "table1"} <= {rule for rule, _ in jobs}
+    assert {"import_user_dataset", "train_adapter", "evaluate_task", "heads", "score_table"} <= {rule for rule, _ in jobs}
     assert ("train_adapter", f"{study}/adapters/smollm2-135m/mdqa/lighthouse/adapter_model.safetensors") in jobs
 
 

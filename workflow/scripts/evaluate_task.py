@@ -4,7 +4,7 @@
 Input:  results/{study}/data/{model}/{task}/eval.parquet (examples), the prepared model,
         results/{study}/adapters/{model}/{task}/{condition}/ for every trained condition.
 Output: results/{study}/eval/{model}/{task}/predictions.parquet (predictions, scored).
-Feeds:  Table 1 (table1 rule), the head similarity / correlation analyses (scores).
+Feeds:  Table 1 (rule score_table; target table1), the head similarity / correlation analyses (scores).
 
 A `shell:` rule runs this script with the backend's interpreter (vLLM has its own
 environment), so it takes command-line arguments instead of the `snakemake` object.

@@ -5,7 +5,7 @@ Inputs:  resources/models/{model}/config.json, results/{study}/data/{model}/{tas
          results/{study}/heads/{model}/{task}/{condition}.parquet,
          results/{study}/adapters/{model}/{task}/{condition}/adapter_model.safetensors (none for nonft).
 Output:  results/{study}/causal/{model}/{task}/{condition}/knockout.parquet (intervention_predictions).
-Feeds:   Figure 4 (rule figure4).
+Feeds:   Figure 4 (rule knockout_figure; target figure4).
 """
 
 from pathlib import Path

@@ -5,7 +5,7 @@ Inputs:  resources/models/{model}/config.json, results/{study}/data/{model}/{tas
          adapters results/{study}/adapters/{model}/{task}/{real_full,synthetic}/adapter_model.safetensors,
          head scores results/{study}/heads/{model}/{task}/{real_full,synthetic}.parquet.
 Output:  results/{study}/causal/{model}/{task}/{synthetic}/patching.parquet (intervention_predictions).
-Feeds:   Table 3 (rule table3).
+Feeds:   Table 3 (rule patching_table; target table3).
 """
 
 from pathlib import Path
