@@ -1,11 +1,9 @@
 """Cross-model activation patching: Real (Full) model's heads into one synthetic-data model, on
-the causal part of the eval split (after the examples that ranked the heads). The donor is the
-Real (Full) model of the recipient's training recipe: real_full, or real_full__<recipe> for a
-recipe condition <synthetic>__<recipe> (synthctx.study.recipe_reference).
+the causal part of the eval split (after the examples that ranked the heads).
 
 Inputs:  resources/models/{model}/config.json, results/{study}/data/{model}/{task}/eval.parquet,
-         adapters results/{study}/adapters/{model}/{task}/{donor,synthetic}/adapter_model.safetensors,
-         head scores results/{study}/heads/{model}/{task}/{donor,synthetic}.parquet.
+         adapters results/{study}/adapters/{model}/{task}/{real_full,synthetic}/adapter_model.safetensors,
+         head scores results/{study}/heads/{model}/{task}/{real_full,synthetic}.parquet.
 Output:  results/{study}/causal/{model}/{task}/{synthetic}/patching.parquet (intervention_predictions).
 Feeds:   Table 3 (rule table3).
 """
@@ -15,7 +13,6 @@ from pathlib import Path
 from synthctx.causal.experiments import run_patching
 from synthctx.causal.settings import PatchingSettings
 from synthctx.logging_utils import setup_logging
-from synthctx.study import recipe_reference
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 setup_logging(sm.log[0])
@@ -31,8 +28,6 @@ run_patching(
     model_name=sm.wildcards.model,
     task=sm.wildcards.task,
     recipient=sm.wildcards.synthetic,
-    # from the name alone, as the rule's inputs chose the donor's files (recorded in the metadata)
-    donor=recipe_reference(sm.wildcards.synthetic),
     patching=PatchingSettings.from_params(sm.params.patching),
     log_path=sm.log[0],
     threads=sm.threads,

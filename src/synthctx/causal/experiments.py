@@ -186,8 +186,9 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
                  threads: int | None = None) -> pd.DataFrame:
     """Patch the Real (Full) model's heads into a synthetic-data model (Table 3); for
     ``patching.positive_heads_only`` see :func:`run_knockout`. ``donor``: the donor condition's
-    name, recorded in the metadata (None: the recipient's recipe's Real (Full) model,
-    :func:`synthctx.study.recipe_reference`, the one rule ``patching`` reads)."""
+    name, recorded in the metadata; None (workflow/scripts/patching.py): the Real (Full) model of
+    the recipient's training recipe (:func:`synthctx.study.recipe_reference`), the one whose
+    adapter and head scores rule ``patching`` reads."""
 
     from synthctx.models.loading import load_tokenizer
 
