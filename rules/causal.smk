@@ -65,9 +65,11 @@ rule patching:
     input:
         model=f"{model_dir('{model}')}/config.json",
         eval=eval_data("{model}", "{task}"),
-        donor_adapter=lambda wc: causal_adapter(wc.model, wc.task, "real_full"),
+        # the donor: the Real (Full) model of the recipient's training recipe (real_full, or
+        # real_full__<recipe> for a recipe condition), whose heads also pick the Intersection
+        donor_adapter=lambda wc: causal_adapter(wc.model, wc.task, patch_donor(wc.synthetic)),
         recipient_adapter=lambda wc: causal_adapter(wc.model, wc.task, wc.synthetic),
-        donor_heads=lambda wc: head_scores(wc.model, wc.task, "real_full"),
+        donor_heads=lambda wc: head_scores(wc.model, wc.task, patch_donor(wc.synthetic)),
         recipient_heads=lambda wc: head_scores(wc.model, wc.task, wc.synthetic),
     output:
         study_path("causal/{model}/{task}/{synthetic}/patching.parquet"),
@@ -76,8 +78,10 @@ rule patching:
     benchmark:
         study_path("logs/causal/patching/{model}/{task}/{synthetic}.benchmark.tsv")
     wildcard_constraints:
-        # recipients: the synthetic conditions and the user datasets
-        synthetic=study_vocabulary.wildcard_pattern(study_vocabulary.condition_names("synthetic") + USER),
+        # recipients: the synthetic conditions and the user datasets, and their recipe conditions
+        synthetic=study_vocabulary.wildcard_pattern(
+            study_vocabulary.condition_names("synthetic") + USER + RECIPE_POINTS
+        ),
     conda:
         "../envs/torch.yaml"
     threads: 1

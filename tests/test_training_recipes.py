@@ -18,6 +18,7 @@ from synthctx import study
 from synthctx.study import base_condition, recipe_condition, recipe_reference, recipe_train_settings
 
 from conftest import REPO, tiny_llama
+from test_causal_pipeline import tiny_study  # noqa: F401  (a fixture: tiny random model, adapters, eval data)
 from test_configs import SCHEMA, merged
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -108,26 +109,50 @@ def test_schema_refuses_a_recipe_name_that_would_not_split(name):
         validate(config, SCHEMA)
 
 
-def test_patching_a_recipe_condition_is_refused_knockout_is_allowed():
+def test_patching_a_recipe_condition_needs_the_recipes_own_real_full():
+    """Knockout and patching of recipe conditions: the patching donor of "<synthetic>__<recipe>"
+    is the same recipe's Real (Full), so a recipe that does not train real_full is refused at
+    config time, naming the keys; Real (Full) itself is no recipient."""
     from synthctx.config_checks import causal_conditions
 
     config = with_recipe(["real_full", "high_high"])
     study.check_config(config)
     config["causal"]["knockout_conditions"] = ["real_full", "real_full__allmod"]
-    assert causal_conditions(config)[0] == ["real_full", "real_full__allmod"]
-    config["causal"]["patch_conditions"] = ["high_high__allmod"]
+    config["causal"]["patch_conditions"] = ["high_high", "high_high__allmod"]
+    assert causal_conditions(config) == (["real_full", "real_full__allmod"], ["high_high", "high_high__allmod"])
+    assert recipe_reference("high_high__allmod") == "real_full__allmod" and recipe_reference("high_high") == "real_full"
+    config["causal"]["patch_conditions"] = ["real_full__allmod"]
+    with pytest.raises(ValueError, match=r"causal\.patch_conditions: \['real_full__allmod'\] are not synthetic"):
+        causal_conditions(config)
+    config["causal"]["patch_conditions"] = ["low_low__allmod"]  # not a condition of the recipe
     with pytest.raises(ValueError, match="causal.patch_conditions"):
         causal_conditions(config)
 
+    without = with_recipe(["high_high"])
+    study.check_config(without)
+    without["causal"]["patch_conditions"] = ["high_high__allmod"]
+    with pytest.raises(ValueError, match=r"causal\.patch_conditions: 'high_high__allmod'.*'real_full__allmod'.*"
+                                         r"training_recipes\.allmod\.conditions"):
+        causal_conditions(without)
+
 
 def test_shipped_configs_turn_the_recipe_on_where_the_time_goal_allows():
-    assert merged("default")["training_recipes"] == {}
+    from synthctx.config_checks import causal_conditions
+
+    default = merged("default")
+    assert default["training_recipes"] == {}
+    assert not [c for c in causal_conditions(default)[0] + causal_conditions(default)[1] if "__" in c]
     for name in ("gpu-small", "paper"):
         config = merged(name)
         validate(copy.deepcopy(config), SCHEMA)
         recipe = config["training_recipes"]["allmod"]
         assert set(recipe["target_modules"]) >= MLP | {"q_proj", "k_proj", "v_proj", "o_proj"}
         assert recipe["conditions"] == ["real_full", *config["study"]["synthetic_conditions"]]
+        # C5 and C6 under the recipe: its Real (Full) knocked out, the synthetic condition the
+        # main recipe patches first patched under the recipe too
+        knockout, patch = causal_conditions(config)
+        assert [c for c in knockout if "__" in c] == ["real_full__allmod"]
+        assert [c for c in patch if "__" in c] == [f"{patch[0]}__allmod"] == ["high_high__allmod"]
 
 
 # ---------------------------------------------------------------- training
@@ -285,8 +310,82 @@ def test_claims_are_checked_again_under_the_recipe(tmp_path):
     assert rows.loc["C2 [all modules]", "subject"] == "Low / Low, all modules vs Non-FT"
     assert "training recipe: all modules" in rows.loc["C1 [all modules]", "claim"]
     assert rows.loc["C6 [all modules]", "verdict"] == cl.CANNOT
+    assert "causal.patch_conditions" in rows.loc["C6 [all modules]", "reason"]
     text = cl.claims_markdown(out, settings, {}, {}, [])
     assert "| C1 [all modules] | " in text
+
+
+def intervention_rows(condition: str, means: dict[str, float], heads: dict[str, int], n: int = 30,
+                      draws: int = 1, seed: int = 0) -> pd.DataFrame:
+    """An intervention_predictions table: per intervention, ``n`` examples around its mean score."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for intervention, mean in means.items():
+        for draw in range(draws if intervention.endswith("random") else 1):
+            chosen = json.dumps([[i // 4, i % 4] for i in range(heads.get(intervention, 0))])
+            for i in range(n):
+                rows.append({"model": "m", "task": "mdqa", "condition": condition, "intervention": intervention,
+                             "draw": draw, "heads": chosen, "example_id": f"mdqa-{i}", "prediction": f"{i}",
+                             "score": float(np.clip(mean + rng.normal(0, 0.05), 0, 1))})
+    return pd.DataFrame(rows)
+
+
+def test_claims_c5_and_c6_are_evaluated_under_the_recipe_from_its_causal_tables(tmp_path):
+    """Knockout of real_full__allmod and patching into high_high__allmod (donor real_full__allmod)
+    give "C5 [all modules]" / "C6 [all modules]" verdicts, apart from the main recipe's rows; Table 3
+    labels the recipe's row and names its donor."""
+    from synthctx.analysis import claims as cl
+    from synthctx.causal.summary import patching_summary, table3_markdown
+    from synthctx.evaluate.table1 import build_table1
+    from synthctx.schema import write_table
+
+    config = with_recipe(["real_full", "high_high", "low_low"])
+    study.check_config(config)
+    results = tmp_path / "results"
+    frame = predictions("mdqa", MEANS, n=30)
+    recipes = {"mdqa": ["real_full__allmod", "high_high__allmod", "low_low__allmod"]}
+    write_table(frame.drop(columns=["model"]).assign(metrics="{}", prompt_tokens=10, generated_tokens=2),
+                results / "eval/m/mdqa/predictions.parquet", "predictions", {})
+    write_table(build_table1({"mdqa": frame}, "m", ["high_high", "low_low"], ["real_full"], 200, 0.05, 1,
+                             recipes=recipes), results / "tables/m/table1.parquet", "table1", {})
+    knockout = {"none": 0.9, "knockout_topk": 0.2, "knockout_random": 0.85}
+    ko_heads = {"knockout_topk": 2, "knockout_random": 2}
+    patch = {"none": 0.35, "patch_intersection": 0.8, "patch_complement": 0.5, "patch_random": 0.35}
+    patch_heads = {"patch_intersection": 2, "patch_complement": 1, "patch_random": 2}
+    tables = {("real_full", "knockout"): intervention_rows("real_full", knockout, ko_heads, draws=2),
+              ("real_full__allmod", "knockout"): intervention_rows("real_full__allmod", knockout, ko_heads, draws=2),
+              # the main recipe's patching does not hold (no gain): its row must not take the recipe's
+              ("high_high", "patching"): intervention_rows("high_high", {**patch, "patch_intersection": 0.35},
+                                                           patch_heads),
+              ("high_high__allmod", "patching"): intervention_rows("high_high__allmod", patch, patch_heads)}
+    for (condition, kind), table in tables.items():
+        write_table(table, results / f"causal/m/mdqa/{condition}/{kind}.parquet", "intervention_predictions", {})
+    trained = {"mdqa": ["real_full", "high_high", "low_low", *recipes["mdqa"]]}
+    settings = {"model": "m", "tasks": ["mdqa"], "synthetic": ["high_high", "low_low"], "alpha": 0.05,
+                "resamples": 200, "seed": 1, "top_k": 2, "min_distinct_fraction": 0.1, "trained": trained,
+                "user_labels": study.job_labels(config)}
+    paths = cl.study_paths(str(results), "m", ["mdqa"], ["high_high", "low_low"], ["real_full", "real_full__allmod"],
+                           ["high_high", "high_high__allmod"], lambda t: trained[t])
+    out, missing = cl.build_claims(paths, settings)
+    assert not [p for p in missing if "/causal/" in p]
+    c5, c6 = out[out["claim_id"] == "C5 [all modules]"], out[out["claim_id"] == "C6 [all modules]"]
+    assert list(c5["subject"]) == ["Real Data (Full), all modules"] and list(c5["verdict"]) == [cl.HOLDS]
+    assert list(c6["subject"]) == ["High / High, all modules"] and list(c6["verdict"]) == [cl.HOLDS]
+    assert c6["statistic"].iloc[0] == pytest.approx(
+        tables[("high_high__allmod", "patching")].query("intervention == 'patch_intersection'").score.mean()
+        - tables[("high_high__allmod", "patching")].query("intervention == 'none'").score.mean())
+    main5, main6 = out[out["claim_id"] == "C5"], out[out["claim_id"] == "C6"]
+    assert list(main5["subject"]) == ["Real Data (Full)"] and list(main6["subject"]) == ["High / High"]
+    assert main6["verdict"].iloc[0] != cl.HOLDS
+    ids = list(dict.fromkeys(out["claim_id"]))
+    assert ids.index("C6 [all modules]") == ids.index("C6") + 1
+
+    predictions_frame = pd.concat([t.assign(_path=f"{c}.parquet") for (c, kind), t in tables.items()
+                                   if kind == "patching"], ignore_index=True)
+    text = table3_markdown(patching_summary(predictions_frame, 200, 0.05, 1), 0.05)
+    assert "| MDQA | High / High | 0.3" in text and "| MDQA | High / High, all modules | 0.3" in text
+    assert "Donor: Real (Full) of the recipient's training recipe (High / High, all modules: Real Data (Full), " \
+           "all modules)." in text
 
 
 # ---------------------------------------------------------------- the workflow plan
@@ -335,3 +434,66 @@ def test_dry_run_plans_recipe_jobs_only_where_configured(name, tmp_path):
     assert expected <= checked
     # the evaluation of a task decodes every adapter, the recipe's included
     assert re.search(r"adapters/[^/]+/mdqa/high_high__allmod/adapter_model\.safetensors", out)
+    # causal: the recipe's Real (Full) is knocked out; patching into a recipe condition takes the
+    # donor adapter and head scores (its Intersection) from the same recipe's Real (Full), the
+    # main recipe's patching from real_full as before
+    blocks = re.split(r"\n(?=\[[^\]]*\]\n(?:local)?rule )", out)
+    knocked = {m.groups() for b in blocks if "rule knockout:" in b
+               for m in [re.search(r"output: results/[\w.-]+/causal/[^/]+/(\w+)/(\w+)/knockout\.parquet", b)]}
+    assert {(t, "real_full__allmod") for t in config["study"]["tasks"]} <= knocked
+    donors = {}
+    for block in blocks:
+        if "rule patching:" not in block:
+            continue
+        task, recipient = re.search(r"output: results/[\w.-]+/causal/[^/]+/(\w+)/(\w+)/patching\.parquet",
+                                    block).groups()
+        inputs = re.search(r"input: ([^\n]+)", block).group(1).split(", ")
+        adapters = {re.search(r"adapters/[^/]+/\w+/(\w+)/", p).group(1) for p in inputs if "/adapters/" in p}
+        heads = {re.search(r"heads/[^/]+/\w+/(\w+)\.parquet", p).group(1) for p in inputs if "/heads/" in p}
+        assert adapters == heads, block
+        donors[(task, recipient)] = sorted(adapters - {recipient})
+    for task in config["study"]["tasks"]:
+        assert donors[(task, "high_high__allmod")] == ["real_full__allmod"]
+        for recipient in config["causal"]["patch_conditions"]:
+            if "__" not in recipient:
+                assert donors[(task, recipient)] == ["real_full"]
+    assert len(donors) == len(config["study"]["tasks"]) * len(config["causal"]["patch_conditions"])
+
+
+def test_patching_into_a_recipe_condition_records_the_recipes_real_full_as_donor(tmp_path, tiny_study):
+    """run_patching with all-module adapters (MLP LoRA merged too): the donor of high_low__allmod is
+    real_full__allmod, written in the output's metadata; the main recipe's donor stays real_full."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from synthctx.causal.experiments import run_patching
+    from synthctx.causal.settings import PatchingSettings
+    from synthctx.schema import read_metadata
+    from test_causal_pipeline import RANKING, SETTINGS
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_study["model_dir"])
+    adapters = {}
+    for i, name in enumerate(["real_full__allmod", "high_low__allmod"]):
+        torch.manual_seed(200 + i)
+        lora = get_peft_model(copy.deepcopy(base), LoraConfig(r=2, lora_alpha=4, init_lora_weights=False,
+                                                               target_modules=list(ALL_LINEAR)))
+        adapters[name] = tmp_path / name
+        lora.save_pretrained(adapters[name])
+    settings = PatchingSettings(top_k=3, ranking_examples=RANKING, examples=2, max_new_tokens=2, seed=9, batch_size=1,
+                                head_kind="retrieval", positive_heads_only=True)
+    donors = {}
+    for recipient, donor in (("high_low__allmod", "real_full__allmod"), ("high_low", "real_full")):
+        out = tmp_path / f"{recipient}.parquet"
+        recipient_dir = adapters.get(recipient, tiny_study["adapters"].get(recipient))
+        donor_dir = adapters.get(donor, tiny_study["adapters"].get(donor))
+        table = run_patching(model_dir=tiny_study["model_dir"], settings=SETTINGS, donor_adapter=str(donor_dir),
+                             recipient_adapter=str(recipient_dir), eval_path=tiny_study["eval"],
+                             donor_scores_path=str(tiny_study["scores"]["real_full"]),
+                             recipient_scores_path=str(tiny_study["scores"]["high_low"]), out_path=str(out),
+                             model_name="tiny", task="mdqa", recipient=recipient, patching=settings)
+        donors[recipient] = read_metadata(out)["donor"]
+        assert set(table["condition"]) == {recipient} and len(table) == 4 * 2
+    assert donors == {"high_low__allmod": "real_full__allmod", "high_low": "real_full"}

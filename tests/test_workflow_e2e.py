@@ -66,6 +66,20 @@ def _tiny_config() -> dict:
     return config
 
 
+# The all-module LoRA recipe (config training_recipes) for Real (Full) only: one more training,
+# evaluation and head job per task. Only in this test's config, not in _tiny_config, which other
+# tests build on.
+RECIPE = {"allmod": {"label": "all modules", "conditions": ["real_full"],
+                     "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}}
+MLP = {"gate_proj", "up_proj", "down_proj"}
+
+
+def _e2e_config() -> dict:
+    config = _tiny_config()
+    config["training_recipes"] = copy.deepcopy(RECIPE)
+    return config
+
+
 @pytest.mark.slow
 def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     from synthctx.schema import read_table
@@ -75,7 +89,7 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     for name in ("Snakefile", "rules", "workflow", "report", "envs", "schemas", "profiles"):
         os.symlink(REPO / name, work / name)
     link_model(Path(smollm_dir), work / "resources" / "models" / MODEL)
-    (work / "config.yaml").write_text(yaml.safe_dump(_tiny_config()))
+    (work / "config.yaml").write_text(yaml.safe_dump(_e2e_config()))
     # The Snakefile loads config.yaml from the working folder: the tiny config written above.
     snakemake = [sys.executable, "-m", "snakemake", "--cores", "2"]
     env = {**os.environ, "SYNTHCTX_VLLM_PYTHON": "/nonexistent"}  # the tiny study uses HF only
@@ -94,12 +108,15 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     from synthctx.evaluate.baselines import cite_all_prediction
     from synthctx.evaluate.metrics import score_prediction
 
-    # closed_book: config.yaml's study.evaluation_conditions default (the overlay's study section omits it)
-    expected = {"real_full", "real_limited", "low_low", "symbolic", "nonft", "closed_book"}
+    # closed_book: config.yaml's study.evaluation_conditions default (the overlay's study section
+    # omits it); real_full__allmod: the training recipe (RECIPE)
+    expected = {"real_full", "real_limited", "low_low", "symbolic", "nonft", "closed_book", "real_full__allmod"}
     eval_sizes = {}
     for task in ("mdqa", "musique", "summhay"):
         rows = table1[table1["task"] == task].set_index("condition")
         assert set(rows.index) == expected | {"trivial"}, task
+        assert rows.loc["real_full__allmod", "label"] == "Real Data (Full), all modules"
+        assert rows.loc["real_full__allmod", "train_examples"] == 2  # Real (Full)'s own training file
         eval_sizes[task] = int(rows["n"].iloc[0])
         assert rows["score"].between(0, 1).all() and (rows["n"] == eval_sizes[task]).all() and eval_sizes[task] >= 2
         assert rows["is_best_synthetic"].sum() == 1
@@ -115,6 +132,14 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     trivial = table1[(table1["task"] == "summhay") & (table1["condition"] == "trivial")]["score"].iloc[0]
     assert abs(trivial - cite_all) < 1e-9 and cite_all > 0
     assert "## Positive control" in (results / "tables" / MODEL / "table1.md").read_text()
+    # The recipe's adapters adapt the MLP projections too, Real (Full)'s the attention ones only.
+    import json
+
+    for task in ("mdqa", "musique", "summhay"):
+        modules = {c: set(json.loads((results / "adapters" / MODEL / task / c / "adapter_config.json").read_text())
+                          ["target_modules"]) for c in ("real_full", "real_full__allmod")}
+        assert modules["real_full__allmod"] == set(RECIPE["allmod"]["target_modules"]), task
+        assert not MLP & modules["real_full"] and modules["real_full"] == {"q_proj", "k_proj", "v_proj", "o_proj"}
     assert (results / "figures" / MODEL / "training_curves.png").stat().st_size > 5000
     for task in ("mdqa", "musique", "summhay"):
         preds = read_table(results / "eval" / MODEL / task / "predictions.parquet", "predictions")
@@ -122,9 +147,12 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
         # the closed-book prompts are the question without the documents: shorter for every example
         prompt_tokens = preds.pivot(index="example_id", columns="condition", values="prompt_tokens")
         assert (prompt_tokens["closed_book"] < prompt_tokens["nonft"]).all()
-        heads = read_table(results / "heads" / MODEL / task / "real_full.parquet", "head_scores")
-        assert len(heads[heads["head_kind"] == "retrieval"]) == 30 * 9
-        assert (heads["score"] >= 0).all()
+        assert (preds["condition"] == "real_full__allmod").sum() == eval_sizes[task]
+        assert preds.loc[preds["condition"] == "real_full__allmod", "score"].between(0, 1).all()
+        for condition in ("real_full", "real_full__allmod"):
+            heads = read_table(results / "heads" / MODEL / task / f"{condition}.parquet", "head_scores")
+            assert len(heads[heads["head_kind"] == "retrieval"]) == 30 * 9, (task, condition)
+            assert (heads["score"] >= 0).all()
     summhay_heads = read_table(results / "heads" / MODEL / "summhay" / "real_full.parquet", "head_scores")
     assert set(summhay_heads["head_kind"]) == {"retrieval", "insight"}
 
@@ -159,9 +187,18 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
     from synthctx.analysis.claims import CANNOT, CLAIMS, VERDICTS
 
     claims = read_table(results / "reports" / MODEL / "claims.parquet", "claims")
-    per_claim = claims["claim_id"].value_counts().to_dict()
+    recipe_rows = claims[claims["claim_id"].str.endswith(" [all modules]")]
+    per_claim = claims.drop(recipe_rows.index)["claim_id"].value_counts().to_dict()
     # 3 tasks; 2 synthetic conditions; knockout of real_full, patching into symbolic; Table 2's 4 rows
     assert per_claim == {"C1": 3, "C2": 3, "C3": 6, "C4": 6, "C5": 3, "C6": 3, "C7": 4, "C8": 1, "CB": 3}
+    # The claims again under the recipe: its Real (Full) alone (no synthetic condition, nothing
+    # knocked out or patched under it), so C1/C2/C5/C6 [all modules] say why they cannot evaluate.
+    recipe_ids = list(dict.fromkeys(recipe_rows["claim_id"]))
+    assert {f"{c} [all modules]" for c in ("C1", "C2", "C5", "C6")} <= set(recipe_ids)
+    assert recipe_rows["claim"].str.endswith("(training recipe: all modules)").all()
+    by_id = recipe_rows.set_index("claim_id")
+    assert "causal.knockout_conditions" in by_id.loc["C5 [all modules]", "reason"]
+    assert "causal.patch_conditions" in by_id.loc["C6 [all modules]", "reason"]
     assert set(claims["verdict"]) <= set(VERDICTS)
     assert (claims.loc[claims["verdict"] == CANNOT, "reason"].str.len() > 0).all()
     cb = claims[claims["claim_id"] == "CB"].set_index("task")
@@ -173,11 +210,13 @@ def test_whole_workflow_runs_end_to_end_on_a_tiny_config(tmp_path, smollm_dir):
         assert abs(row.statistic - (scores["real_full"] - best)) < 1e-9
     page = (results / "reports" / MODEL / "claims.md").read_text()
     assert all(f"| {c} | {text} |" in page for c, text in CLAIMS.items())
-    assert page.count("\n| C") == len(claims) + len(CLAIMS)
+    assert page.count("\n| C") == len(claims) + len(CLAIMS) + len(recipe_ids)
+    assert "| C1 [all modules] | " in page
     for figure in ("table1.png", "figure3.png", "figure4.png", "heatmap_mdqa.png"):
         assert (results / "figures" / MODEL / figure).stat().st_size > 5_000, figure
     assert "| Non-FT |" in (results / "tables" / MODEL / "table1.md").read_text()
     assert "| Closed book |" in (results / "tables" / MODEL / "table1.md").read_text()
+    assert "| Real Data (Full), all modules |" in (results / "tables" / MODEL / "table1.md").read_text()
 
     again = subprocess.run([*snakemake, "-n", "all"], cwd=work, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

@@ -23,6 +23,12 @@ def causal_adapter(model, task, condition):
     return f"{adapter_dir(model, task, condition)}/adapter_model.safetensors"
 
 
+def patch_donor(recipient):
+    """The model whose heads are patched into ``recipient``: the Real (Full) model trained under
+    the same recipe (study.recipe_reference: real_full for a main-recipe condition)."""
+    return study_vocabulary.recipe_reference(recipient)
+
+
 def causal_targets(model):
     return [
         study_path(f"figures/{model}/figure4.png"),

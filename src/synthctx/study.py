@@ -24,7 +24,8 @@ layer) derives one condition per trained condition it names: ``<base>__<recipe>`
 (:data:`RECIPE_SEPARATOR`), of the base condition's kind, trained on the base condition's data,
 labelled "<base label>, <recipe label>". Everything that expands over trained conditions
 (:func:`trained_conditions`) takes the derived ones too; its reference for head similarity and
-the claims is the Real (Full) model of the same recipe (:func:`recipe_reference`).
+the claims, and its patching donor, is the Real (Full) model of the same recipe
+(:func:`recipe_reference`).
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ def recipe_of(condition: str) -> str | None:
 
 def recipe_reference(condition: str) -> str:
     """The Real (Full) model a condition's heads are compared with (similarity, Figure 3, the
-    claims): the one trained under the same recipe (same modules adapted)."""
+    claims) and patched from (rule ``patching``): the one trained under the same recipe (same
+    modules adapted)."""
     recipe = recipe_of(condition)
     return REAL_FULL if recipe is None else recipe_condition(REAL_FULL, recipe)
 

@@ -29,9 +29,9 @@ test of the NIAH top-K overlap against two random K-sets of heads.
 
 Extra training recipes (config ``training_recipes``, e.g. LoRA on every linear layer): C1-C6
 are checked again under each, on its own conditions (``<base>__<recipe>``) with its own Real
-(Full) model as the reference, the positive control and the head comparisons included. Their
-rows have the claim id ``"C1 [<recipe label>]"`` and follow the main recipe's rows of the same
-claim, so the page shows whether each claim holds under both recipes.
+(Full) model as the reference, the positive control, the head comparisons and the patching
+donor (C6) included. Their rows have the claim id ``"C1 [<recipe label>]"`` and follow the main
+recipe's rows of the same claim, so the page shows whether each claim holds under both recipes.
 """
 
 from __future__ import annotations
@@ -666,42 +666,50 @@ def _causal_claims(ctx: _Context) -> None:
         if recipe_of(condition) is not None:
             continue  # under its recipe's pass
         _knockout_claim(ctx, task, condition, path, test)
-    summary = ctx.inputs.get(ctx.paths.table3, "intervention_summary") if ctx.paths.table3 else None
     for (task, condition), path in ctx.paths.patching.items():
-        subject = ctx.label(task, condition)
-        frame = ctx.inputs.get(path, "intervention_predictions")
-        if frame is None:
-            measured = ""
-            if summary is not None:
-                rows = summary[(summary["task"] == task) & (summary["condition"] == condition)].set_index("intervention")
-                if "patch_intersection" in rows.index:
-                    r = rows.loc["patch_intersection"]
-                    rand = rows["score"].get("patch_random", math.nan)
-                    measured = (f"Table 3: Orig. {r['baseline_score']:.3f}, Inter. {r['score']:.3f} "
-                                f"({int(r['n_heads'])} heads), Rand. {_fmt(rand, 3)}")
-            ctx.add("C6", task, subject, measured, None, test, cannot=not_built(path))
-            continue
-        k = _n_heads(frame, "patch_intersection")
-        if k == 0:
-            ctx.add("C6", task, subject, "", None, test, cannot="no head is in both models' top-K sets (empty "
-                                                                 "Intersection)", rests_on_real=True)
-            continue
-        none, inter, rand = (_per_example_interventions(frame, i)
-                             for i in ("none", "patch_intersection", "patch_random"))
-        ids = none.index
-        gain = paired_difference(inter.loc[ids].to_numpy(), none.to_numpy(), ctx.resamples,
-                                 ctx.seed_of("C6", task, condition, "orig"), ctx.alpha)
-        margin = paired_difference(inter.loc[ids].to_numpy(), rand.loc[ids].to_numpy(), ctx.resamples,
-                                   ctx.seed_of("C6", task, condition, "random"), ctx.alpha)
-        measured = (f"Orig. {none.mean():.3f}, Inter. {inter.loc[ids].mean():.3f} ({k} heads), Rand. "
-                    f"{rand.loc[ids].mean():.3f}; statistic: Inter. - Orig. (Inter. - Rand. {margin.statistic:+.3f}, "
-                    f"p = {margin.p_holds:.4f})")
-        # both parts must hold (intersection-union: the larger p); either part contradicts (Bonferroni)
-        ctx.add("C6", task, subject, measured, gain._replace(p_holds=max(gain.p_holds, margin.p_holds),
-                                                             p_contradicts=min(1.0, 2 * min(gain.p_contradicts,
-                                                                                            margin.p_contradicts))),
-                f"{test}, Inter. > Orig. and Inter. > Rand. (larger p; opposite: Bonferroni of the two)",
-                rests_on_real=True, rests_on=[condition])
+        if recipe_of(condition) is not None:
+            continue  # under its recipe's pass
+        _patching_claim(ctx, task, condition, path, test)
+
+
+def _patching_claim(ctx: _Context, task: str, condition: str, path: str, test: str) -> None:
+    """One C6 row: the Intersection heads of the recipient's recipe's Real (Full) model patched in,
+    vs the unpatched recipient and vs Random heads."""
+    summary = ctx.inputs.get(ctx.paths.table3, "intervention_summary") if ctx.paths.table3 else None
+    subject = ctx.label(task, condition)
+    frame = ctx.inputs.get(path, "intervention_predictions")
+    if frame is None:
+        measured = ""
+        if summary is not None:
+            rows = summary[(summary["task"] == task) & (summary["condition"] == condition)].set_index("intervention")
+            if "patch_intersection" in rows.index:
+                r = rows.loc["patch_intersection"]
+                rand = rows["score"].get("patch_random", math.nan)
+                measured = (f"Table 3: Orig. {r['baseline_score']:.3f}, Inter. {r['score']:.3f} "
+                            f"({int(r['n_heads'])} heads), Rand. {_fmt(rand, 3)}")
+        ctx.add("C6", task, subject, measured, None, test, cannot=not_built(path))
+        return
+    k = _n_heads(frame, "patch_intersection")
+    if k == 0:
+        ctx.add("C6", task, subject, "", None, test, cannot="no head is in both models' top-K sets (empty "
+                                                             "Intersection)", rests_on_real=True)
+        return
+    none, inter, rand = (_per_example_interventions(frame, i)
+                         for i in ("none", "patch_intersection", "patch_random"))
+    ids = none.index
+    gain = paired_difference(inter.loc[ids].to_numpy(), none.to_numpy(), ctx.resamples,
+                             ctx.seed_of("C6", task, condition, "orig"), ctx.alpha)
+    margin = paired_difference(inter.loc[ids].to_numpy(), rand.loc[ids].to_numpy(), ctx.resamples,
+                               ctx.seed_of("C6", task, condition, "random"), ctx.alpha)
+    measured = (f"Orig. {none.mean():.3f}, Inter. {inter.loc[ids].mean():.3f} ({k} heads), Rand. "
+                f"{rand.loc[ids].mean():.3f}; statistic: Inter. - Orig. (Inter. - Rand. {margin.statistic:+.3f}, "
+                f"p = {margin.p_holds:.4f})")
+    # both parts must hold (intersection-union: the larger p); either part contradicts (Bonferroni)
+    ctx.add("C6", task, subject, measured, gain._replace(p_holds=max(gain.p_holds, margin.p_holds),
+                                                         p_contradicts=min(1.0, 2 * min(gain.p_contradicts,
+                                                                                        margin.p_contradicts))),
+            f"{test}, Inter. > Orig. and Inter. > Rand. (larger p; opposite: Bonferroni of the two)",
+            rests_on_real=True, rests_on=[condition])
 
 
 def _knockout_claim(ctx: _Context, task: str, condition: str, path: str, test: str) -> None:
@@ -726,16 +734,19 @@ def _knockout_claim(ctx: _Context, task: str, condition: str, path: str, test: s
 
 
 def _recipe_causal_claims(ctx: _Context, test: str) -> None:
-    """C5 under an extra recipe: its conditions named in causal.knockout_conditions (one row saying
-    so where none is); C6: patching is not run under an extra recipe (its donor would be the main
-    recipe's Real (Full) model)."""
+    """C5 and C6 under an extra recipe: its conditions named in causal.knockout_conditions and
+    causal.patch_conditions (patched with the recipe's own Real (Full) heads; one row saying so
+    where the recipe has none)."""
     knocked = [(key, path) for key, path in ctx.paths.knockout.items() if recipe_of(key[1]) == ctx.recipe]
     for (task, condition), path in knocked:
         _knockout_claim(ctx, task, condition, path, test)
     if not knocked:
         ctx.add("C5", "all", "", "", None, test, cannot="no condition of this recipe is in causal.knockout_conditions")
-    ctx.add("C6", "all", "", "", None, test, cannot="patching is not run under an extra training recipe (the donor "
-                                                   "would be the main recipe's Real (Full) model)")
+    patched = [(key, path) for key, path in ctx.paths.patching.items() if recipe_of(key[1]) == ctx.recipe]
+    for (task, condition), path in patched:
+        _patching_claim(ctx, task, condition, path, test)
+    if not patched:
+        ctx.add("C6", "all", "", "", None, test, cannot="no condition of this recipe is in causal.patch_conditions")
 
 
 def _table2_rows(tasks) -> list[tuple[str, str, str]]:

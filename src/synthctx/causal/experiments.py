@@ -36,6 +36,7 @@ from synthctx.models.decoding import decode_in_groups, decode_text, greedy_decod
 from synthctx.models.loading import pad_token_id, stop_token_ids
 from synthctx.provenance import derived_seed, provenance
 from synthctx.schema import read_metadata, read_table, write_table
+from synthctx.study import recipe_reference
 
 log = logging.getLogger("synthctx.causal")
 
@@ -181,14 +182,20 @@ def run_knockout(*, model_dir: str, settings: Mapping[str, Any], adapter_dir: st
 def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: str | None,
                  recipient_adapter: str | None, eval_path: str, donor_scores_path: str,
                  recipient_scores_path: str, out_path: str, model_name: str, task: str, recipient: str,
-                 patching: PatchingSettings, log_path: str | None = None, threads: int | None = None) -> pd.DataFrame:
+                 patching: PatchingSettings, donor: str | None = None, log_path: str | None = None,
+                 threads: int | None = None) -> pd.DataFrame:
     """Patch the Real (Full) model's heads into a synthetic-data model (Table 3); for
-    ``patching.positive_heads_only`` see :func:`run_knockout`."""
+    ``patching.positive_heads_only`` see :func:`run_knockout`. ``donor``: the donor condition's
+    name, recorded in the metadata; None (workflow/scripts/patching.py): the Real (Full) model of
+    the recipient's training recipe (:func:`synthctx.study.recipe_reference`), the one whose
+    adapter and head scores rule ``patching`` reads."""
+
     from synthctx.models.loading import load_tokenizer
 
     top_k, ranking_examples, examples = patching.top_k, patching.ranking_examples, patching.examples
     max_new_tokens, seed, head_kind = patching.max_new_tokens, patching.seed, patching.head_kind
     batch_size, positive_heads_only = patching.batch_size, patching.positive_heads_only
+    donor = recipe_reference(recipient) if donor is None else donor
     _set_threads(threads)
     ranking_ids, exs = select_eval_examples(eval_path, ranking_examples, examples, task,
                                             [donor_scores_path, recipient_scores_path])
@@ -210,7 +217,8 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
     stops = stop_token_ids(tokenizer)
     pad_id = pad_token_id(tokenizer, stops)
     runs = [("none", [])] + [(f"patch_{name}", sets[name]) for name in PATCH_SETS]
-    log.info("patching %s/%s/%s: sets %s", model_name, task, recipient, {k: len(v) for k, v in sets.items()})
+    log.info("patching %s/%s/%s (donor %s): sets %s", model_name, task, recipient, donor,
+             {k: len(v) for k, v in sets.items()})
     rows = []
     started = time.perf_counter()
     with _progress(len(exs) * len(runs), log_path, f"patching {task}/{recipient}") as bar:
@@ -226,7 +234,7 @@ def run_patching(*, model_dir: str, settings: Mapping[str, Any], donor_adapter: 
                      sum(r["score"] for r in rows[-len(exs):]) / len(exs))
     frame = pd.DataFrame(rows)
     write_table(frame, out_path, "intervention_predictions", provenance(
-        seed=seed, model=model_name, task=task, condition=recipient, donor="real_full", top_k=top_k,
+        seed=seed, model=model_name, task=task, condition=recipient, donor=donor, top_k=top_k,
         head_kind=head_kind, max_new_tokens=max_new_tokens, batch_size=batch_size,
         seconds=round(time.perf_counter() - started, 1), **_split_meta(ranking_ids, exs)))
     return frame

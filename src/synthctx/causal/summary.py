@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from synthctx.causal.stats import paired_bootstrap
-from synthctx.study import condition_label, display_order, task_title
+from synthctx.study import condition_label, display_order, recipe_of, recipe_reference, task_title
 from synthctx.provenance import derived_seed
 from synthctx.schema import ArtifactError, read_table
 
@@ -139,6 +139,10 @@ def table3_markdown(summary: pd.DataFrame, alpha: float, title: str = "") -> str
             lines.append(f"| {task_title(task)} | {condition_label(condition, task)} | "
                          f"{orig:.3f} | " + " | ".join(cells) + " |")
     lines += ["", f"Cells: patched score (delta vs Orig., * p < {alpha} paired bootstrap; n = heads patched)."]
+    recipes = {c: recipe_reference(c) for c in display_order(summary["condition"]) if recipe_of(c) is not None}
+    if recipes:  # a training recipe's recipient takes its heads from that recipe's Real (Full) model
+        lines.append("Donor: Real (Full) of the recipient's training recipe ("
+                     + "; ".join(f"{condition_label(c)}: {condition_label(d)}" for c, d in recipes.items()) + ").")
     return "\n".join(lines) + "\n"
 
 
