@@ -113,30 +113,33 @@ def eval_count(config: Mapping, task: str) -> int:
     return int(config["data"][task].get("eval_examples", config["data"]["eval_examples"]))
 
 
-def conditions(config: Mapping) -> tuple[list[str], list[str], list[str]]:
-    """(trained, evaluated = trained + nonft, synthetic) conditions of a config."""
-    study = config["study"]
-    trained = list(study["real_conditions"]) + list(study["synthetic_conditions"])
-    return trained, trained + ["nonft"], list(study["synthetic_conditions"])
+def conditions(config: Mapping, task: str | None = None) -> tuple[list[str], list[str], list[str]]:
+    """(trained, evaluated = trained + nonft, synthetic) conditions of a config for ``task`` (its
+    first task when None), from the study's registry: real, synthetic, user datasets and the
+    training recipes' conditions, as the rules expand them."""
+    from synthctx import study as vocabulary
+
+    task = task or config["study"]["tasks"][0]
+    vocabulary.register_from_config(config)
+    trained = vocabulary.trained_conditions(config, task)
+    return trained, vocabulary.evaluated_conditions(config, task), list(config["study"]["synthetic_conditions"])
 
 
 def causal_conditions(config: Mapping) -> tuple[list[str], list[str]]:
-    """Knockout and patching conditions as rules/causal.smk filters them."""
-    trained, evaluated, synthetic = conditions(config)
-    causal = config["causal"]
-    knockout = [c for c in causal.get("knockout_conditions", ["real_full"] + synthetic) if c in evaluated]
-    patch = [c for c in causal.get("patch_conditions", synthetic) if c in synthetic]
-    return knockout, patch
+    """Knockout and patching conditions, as rules/causal.smk takes them (config_checks)."""
+    from synthctx.config_checks import causal_conditions as checked
+
+    return checked(config)
 
 
 def rehearsal_targets(config: Mapping) -> list[str]:
     """Outputs of every GPU rule of a study (their inputs pull in pools, variants and trainings)."""
-    trained, _, _ = conditions(config)
     knockout, patch = causal_conditions(config)
     study = study_dir(config)
     targets = []
     for model in config["study"]["models"]:
         for task in config["study"]["tasks"]:
+            trained, _, _ = conditions(config, task)
             targets.append(f"{study}/eval/{model}/{task}/predictions.parquet")
             targets += [f"{study}/heads/{model}/{task}/{c}.parquet" for c in trained]
             targets += [f"{study}/causal/{model}/{task}/{c}/knockout.parquet" for c in knockout]
@@ -353,10 +356,10 @@ def train_examples(config: Mapping, task: str, condition: str, synthetic: Sequen
 def paper_jobs(config: Mapping, real_full_examples: Mapping[str, int] | None = None) -> list[PaperJob]:
     """Every GPU job of a full study config, with its units of work (see the module docstring)."""
     from synthctx.synth.pool import plan_pool
+    from synthctx.study import base_condition
 
     study, gen, train, heads, causal = (config[k] for k in ("study", "generation", "train", "heads", "causal"))
     tasks, models = list(study["tasks"]), list(study["models"])
-    trained, evaluated, synthetic = conditions(config)
     knockout, patch = causal_conditions(config)
     jobs: list[PaperJob] = []
     for task in tasks:
@@ -365,9 +368,11 @@ def paper_jobs(config: Mapping, real_full_examples: Mapping[str, int] | None = N
         jobs.append(PaperJob("synth_pool", gen["generator_model"], task, "", items * int(gen["max_new_tokens"])))
     for model in models:
         for task in tasks:
+            trained, evaluated, synthetic = conditions(config, task)
             n_eval = eval_count(config, task)
             for condition in trained:
-                n = train_examples(config, task, condition, synthetic, real_full_examples or {})
+                # a recipe condition trains on its base condition's set
+                n = train_examples(config, task, base_condition(condition), synthetic, real_full_examples or {})
                 jobs.append(PaperJob("train_adapter", model, task, condition, n * float(train["epochs"])))
             jobs.append(PaperJob("evaluate_task", model, task, "", n_eval * len(evaluated), reloads=len(evaluated)))
             for condition in evaluated:

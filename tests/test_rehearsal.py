@@ -247,9 +247,10 @@ def test_rehearsal_dry_run_schedules_every_gpu_rule(tmp_path, report):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     counts = job_counts(out)
-    # 2 models x 3 tasks; conditions real_full + symbolic (+ nonft in the evaluation)
-    assert counts["synth_pool"] == 3 and counts["train_adapter"] == 12 and counts["evaluate_task"] == 6
-    assert counts["heads"] == 12 and counts["niah_heads"] == 2
+    # 2 models x 3 tasks; conditions real_full + symbolic + real_full__allmod (the all-module
+    # recipe; + nonft in the evaluation)
+    assert counts["synth_pool"] == 3 and counts["train_adapter"] == 18 and counts["evaluate_task"] == 6
+    assert counts["heads"] == 18 and counts["niah_heads"] == 2
     assert counts["knockout"] == 6 and counts["patching"] == 6
     assert counts["prepare_model"] == 3  # both random models and the tokenizer's model
 
@@ -373,7 +374,8 @@ def _paper_config(report):
 
 
 def test_paper_job_counts(report):
-    """Jobs and units per rule from config/paper.yaml (2 models x 3 tasks, 7 trained conditions)."""
+    """Jobs and units per rule from config/paper.yaml (2 models x 3 tasks, 7 trained conditions
+    + the all-module recipe's 6: Real (Full) and the five synthetic ones)."""
     config = _paper_config(report)
     with pytest.raises(ValueError, match="--real-full mdqa=N"):
         report.paper_jobs(config)
@@ -382,15 +384,20 @@ def test_paper_job_counts(report):
     for job in jobs:
         by_rule.setdefault(job.rule, []).append(job)
     train = {(j.task, j.condition): j.units for j in by_rule["train_adapter"] if j.model == "llama3-8b-instruct"}
-    assert len(by_rule["train_adapter"]) == 42
+    assert len(by_rule["train_adapter"]) == 2 * 3 * (7 + 6)
     # 2 epochs: synthetic 500 examples, Real (Full) all given, Real (Limited) its 0.25.
     assert train[("mdqa", "symbolic")] == 1000.0 and train[("mdqa", "real_full")] == 4910.0
     assert train[("mdqa", "real_limited")] == 2 * 614 and train[("summhay", "real_full")] == 600.0
-    assert len(by_rule["evaluate_task"]) == 6 and {j.units for j in by_rule["evaluate_task"]} == {1600}
-    assert {j.reloads for j in by_rule["evaluate_task"]} == {8}
-    assert len(by_rule["heads"]) == 48 and {j.units for j in by_rule["heads"]} == {100}
-    assert len(by_rule["knockout"]) == 36 and {j.units for j in by_rule["knockout"]} == {700}
-    assert len(by_rule["patching"]) == 30 and {j.units for j in by_rule["patching"]} == {400}
+    # a recipe condition trains on its base condition's set
+    assert train[("mdqa", "real_full__allmod")] == 4910.0 and train[("musique", "symbolic__allmod")] == 1000.0
+    assert ("mdqa", "real_limited__allmod") not in train
+    # 13 trained conditions + Non-FT, 200 eval examples each
+    assert len(by_rule["evaluate_task"]) == 6 and {j.units for j in by_rule["evaluate_task"]} == {200 * 14}
+    assert {j.reloads for j in by_rule["evaluate_task"]} == {14}
+    assert len(by_rule["heads"]) == 6 * 14 and {j.units for j in by_rule["heads"]} == {100}
+    # knockout: Real (Full), the 5 synthetic, real_full__allmod; patching: 5 synthetic + high_high__allmod
+    assert len(by_rule["knockout"]) == 6 * 7 and {j.units for j in by_rule["knockout"]} == {700}
+    assert len(by_rule["patching"]) == 6 * 6 and {j.units for j in by_rule["patching"]} == {400}
     assert [(j.units, j.mean_length) for j in by_rule["niah_heads"]] == [(500, 16800.0)] * 2
     pools = by_rule["synth_pool"]
     assert len(pools) == 3 and {j.model for j in pools} == {"llama3-8b-instruct"}
