@@ -271,9 +271,9 @@ def test_correlations_are_computed_per_recipe(tmp_path):
     assert set(frame["n_conditions"]) == {3}
 
 
-def test_claims_are_checked_again_under_the_recipe(tmp_path):
-    """C1-C6 under the recipe: claim ids "C1 [all modules]", its own Real (Full) and best synthetic."""
-    from synthctx.analysis import claims as cl
+def recipe_study_outputs(tmp_path):
+    """An MDQA study with the recipe for real_full, high_high and low_low: its predictions and
+    Table 1 written under tmp_path/results (model "m"). (config, results dir, predictions, recipes)."""
     from synthctx.evaluate.table1 import build_table1
     from synthctx.schema import write_table
 
@@ -284,9 +284,16 @@ def test_claims_are_checked_again_under_the_recipe(tmp_path):
     recipes = {"mdqa": ["real_full__allmod", "high_high__allmod", "low_low__allmod"]}
     write_table(frame.drop(columns=["model"]).assign(metrics="{}", prompt_tokens=10, generated_tokens=2),
                 results / "eval/m/mdqa/predictions.parquet", "predictions", {})
-    table = build_table1({"mdqa": frame}, "m", ["high_high", "low_low"], ["real_full"], 200, 0.05, 1,
-                         recipes=recipes)
-    write_table(table, results / "tables/m/table1.parquet", "table1", {})
+    write_table(build_table1({"mdqa": frame}, "m", ["high_high", "low_low"], ["real_full"], 200, 0.05, 1,
+                             recipes=recipes), results / "tables/m/table1.parquet", "table1", {})
+    return config, results, frame, recipes
+
+
+def test_claims_are_checked_again_under_the_recipe(tmp_path):
+    """C1-C6 under the recipe: claim ids "C1 [all modules]", its own Real (Full) and best synthetic."""
+    from synthctx.analysis import claims as cl
+
+    config, results, frame, recipes = recipe_study_outputs(tmp_path)
     trained = {"mdqa": ["real_full", "high_high", "low_low", *recipes["mdqa"]]}
     settings = {"model": "m", "tasks": ["mdqa"], "synthetic": ["high_high", "low_low"], "alpha": 0.05,
                 "resamples": 200, "seed": 1, "top_k": 2, "min_distinct_fraction": 0.1, "trained": trained,
@@ -336,18 +343,9 @@ def test_claims_c5_and_c6_are_evaluated_under_the_recipe_from_its_causal_tables(
     labels the recipe's row and names its donor."""
     from synthctx.analysis import claims as cl
     from synthctx.causal.summary import patching_summary, table3_markdown
-    from synthctx.evaluate.table1 import build_table1
     from synthctx.schema import write_table
 
-    config = with_recipe(["real_full", "high_high", "low_low"])
-    study.check_config(config)
-    results = tmp_path / "results"
-    frame = predictions("mdqa", MEANS, n=30)
-    recipes = {"mdqa": ["real_full__allmod", "high_high__allmod", "low_low__allmod"]}
-    write_table(frame.drop(columns=["model"]).assign(metrics="{}", prompt_tokens=10, generated_tokens=2),
-                results / "eval/m/mdqa/predictions.parquet", "predictions", {})
-    write_table(build_table1({"mdqa": frame}, "m", ["high_high", "low_low"], ["real_full"], 200, 0.05, 1,
-                             recipes=recipes), results / "tables/m/table1.parquet", "table1", {})
+    config, results, frame, recipes = recipe_study_outputs(tmp_path)
     knockout = {"none": 0.9, "knockout_topk": 0.2, "knockout_random": 0.85}
     ko_heads = {"knockout_topk": 2, "knockout_random": 2}
     patch = {"none": 0.35, "patch_intersection": 0.8, "patch_complement": 0.5, "patch_random": 0.35}

@@ -223,6 +223,16 @@ def recipe_of(condition: str) -> str | None:
     return split_recipe(condition)[1]
 
 
+def recipes_of(conditions: Iterable[str]) -> list[str | None]:
+    """The training recipes of ``conditions`` in order of appearance, the main one (None) first."""
+    return list(dict.fromkeys([None, *(recipe_of(c) for c in conditions)]))
+
+
+def recipe_suffix(recipe: str | None) -> str:
+    """What a recipe appends to a name (a correlation measure: ``cosine__allmod``); "" for the main one."""
+    return "" if recipe is None else f"{RECIPE_SEPARATOR}{recipe}"
+
+
 def recipe_reference(condition: str) -> str:
     """The Real (Full) model a condition's heads are compared with (similarity, Figure 3, the
     claims) and patched from (rule ``patching``): the one trained under the same recipe (same
@@ -360,6 +370,11 @@ TASK_SIZE_OVERRIDES = {
 }
 
 
+def _without_size_overrides(section: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``data.<task>`` section as its task's schema fragment and its data builder see it."""
+    return {k: v for k, v in section.items() if k not in TASK_SIZE_OVERRIDES}
+
+
 def task_data_settings(config: Mapping[str, Any], task: str) -> tuple[dict[str, Any], int, int | None]:
     """A task's data settings: (its ``data.<task>`` section without the size override, its eval
     examples, its Real (Full) cap). ``data.max_train_examples`` is one cap for every task or a
@@ -370,8 +385,7 @@ def task_data_settings(config: Mapping[str, Any], task: str) -> tuple[dict[str, 
     cap = data.get("max_train_examples")
     if isinstance(cap, Mapping):
         cap = cap[task]
-    return ({k: v for k, v in section.items() if k not in TASK_SIZE_OVERRIDES},
-            int(section.get("eval_examples", data["eval_examples"])), cap)
+    return _without_size_overrides(section), int(section.get("eval_examples", data["eval_examples"])), cap
 
 
 # Config mappings keyed by task name (any subset of the study's tasks, unless required here).
@@ -427,7 +441,7 @@ def check_config(config: Mapping[str, Any]) -> None:
                             jsonschema.validate(settings[key], fragment)
                         except jsonschema.ValidationError as err:
                             error(f"data.{task}.{key}", err.message)
-                settings = {k: v for k, v in settings.items() if k not in TASK_SIZE_OVERRIDES}
+                settings = _without_size_overrides(settings)
             try:
                 jsonschema.validate(settings, schema)
             except jsonschema.ValidationError as err:

@@ -47,7 +47,7 @@ import pandas as pd
 from synthctx.provenance import derived_seed
 from synthctx.schema import SCHEMAS, read_table
 from synthctx.study import CLOSED_BOOK  # the closed-book baseline's condition (the question only)
-from synthctx.study import recipe_condition, recipe_of
+from synthctx.study import base_condition, recipe_condition, recipe_of, recipe_suffix, recipes_of
 from synthctx.tasks import get_task
 
 HOLDS = "holds"
@@ -349,7 +349,7 @@ def study_paths(results: str, model: str, tasks: Sequence[str], synthetic: Seque
 
     def with_recipes(task: str, conditions: Sequence[str]) -> list[str]:
         derived = [c for c in (trained(task) if trained is not None else [])
-                   if recipe_of(c) and c.rpartition("__")[0] in conditions]
+                   if recipe_of(c) and base_condition(c) in conditions]
         return [*conditions, *derived]
 
     return ClaimPaths(
@@ -627,8 +627,8 @@ def _correlation_claims(ctx: _Context) -> None:
             if frame is None:
                 ctx.add("C4", task, measure, "", None, test, cannot=not_built(ctx.paths.correlations))
                 continue
-            suffix = "" if ctx.recipe is None else f"__{ctx.recipe}"  # the recipe's own Spearman (Figure 3)
-            row = frame[(frame["task"] == task) & (frame["measure"] == measure + suffix)]
+            # the recipe's own Spearman (Figure 3)
+            row = frame[(frame["task"] == task) & (frame["measure"] == measure + recipe_suffix(ctx.recipe))]
             if row.empty:
                 ctx.add("C4", task, measure, "", None, test, cannot=f"no {measure} correlation for {task}")
                 continue
@@ -862,7 +862,7 @@ def _recipe_contexts(ctx: _Context, settings: Mapping[str, Any]) -> list[_Contex
 
     trained = [c for names in (settings.get("trained") or {}).values() for c in names]
     out = []
-    for recipe in dict.fromkeys(r for r in map(recipe_of, trained) if r is not None):
+    for recipe in recipes_of(trained)[1:]:  # the extra recipes (the main one, None, first)
         real_full = recipe_condition(REAL_FULL, recipe)
         found = next((get_condition(c) for c in trained if recipe_of(c) == recipe and get_condition(c)), None)
         controls = control_failures(ctx.table1, ctx.alpha, real_full) if ctx.table1 is not None else {}

@@ -49,12 +49,12 @@ def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Seq
     training recipe's conditions (``<base>__<recipe>`` in ``synthetic``) get their own rows of
     panels, against their recipe's Real (Full) and with their recipe's correlations.
     """
-    from synthctx.study import RECIPE_SEPARATOR, recipe_condition, recipe_of
+    from synthctx.study import recipe_condition, recipe_of, recipe_suffix, recipes_of
 
     plt = _pyplot()
     sim = similarity[similarity["head_kind"] == "retrieval"]
     tasks = list(dict.fromkeys(sim["task"]))
-    recipes = list(dict.fromkeys([None, *(recipe_of(c) for c in synthetic)]))
+    recipes = recipes_of(synthetic)
     panels = [(measure, recipe) for recipe in recipes for measure in measures]
     fig, axes = plt.subplots(len(panels), max(1, len(tasks)), figsize=(4 * max(1, len(tasks)), 3.4 * len(panels)),
                              squeeze=False)
@@ -62,7 +62,7 @@ def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Seq
         group = sim[sim["task"] == task]
         for row, (measure, recipe) in enumerate(panels):
             ax = axes[row][col]
-            suffix = "" if recipe is None else f"{RECIPE_SEPARATOR}{recipe}"
+            suffix = recipe_suffix(recipe)
             limited, full = (c if recipe is None else recipe_condition(c, recipe) for c in ("real_limited",
                                                                                             "real_full"))
             points = group[group["condition"].isin([c for c in synthetic if recipe_of(c) == recipe])]

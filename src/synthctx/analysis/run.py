@@ -53,15 +53,13 @@ def run_correlations(*, similarity_path: str, synthetic: Sequence[str], output: 
     """correlations.parquet and Figure 3 (``seed``: the permutation tests above EXACT_MAX_N points)."""
     from synthctx.analysis.figures import figure3
 
-    from synthctx.study import RECIPE_SEPARATOR, recipe_of
+    from synthctx.study import recipe_of, recipe_suffix, recipes_of
 
     similarity = read_table(similarity_path, "head_similarity")
     # one Spearman per training recipe, over its own synthetic conditions (measures of an extra
     # recipe named "<measure>__<recipe>")
-    recipes = list(dict.fromkeys([None, *(recipe_of(c) for c in synthetic)]))
-    rows = [row for recipe in recipes for row in sim.correlation_rows(
-        similarity, [c for c in synthetic if recipe_of(c) == recipe], seed,
-        suffix="" if recipe is None else f"{RECIPE_SEPARATOR}{recipe}")]
+    rows = [row for recipe in recipes_of(synthetic) for row in sim.correlation_rows(
+        similarity, [c for c in synthetic if recipe_of(c) == recipe], seed, suffix=recipe_suffix(recipe))]
     frame = pd.DataFrame(rows, columns=SCHEMAS["correlations"].names)
     for row in frame.itertuples():
         log.info("%s %s: Spearman rho %.3f (n=%d), two-sided p %.4f (%s)", row.task, row.measure, row.spearman_rho,
