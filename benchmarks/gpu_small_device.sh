@@ -88,8 +88,11 @@ wait)
     ;;
 collect)
     mkdir -p "$2"
-    tar czf "$2/gpu_small_outputs.tgz" $study/gpu_small_* $study/tables $study/figures $study/logs logs .snakemake/log \
-        2> /dev/null || true
+    # Everything the tables, figures, reports and scorecard are made of, with the logs and the
+    # benchmark TSVs; not the weights, checkpoints or example files.
+    tar czf "$2/gpu_small_outputs.tgz" --exclude='*.safetensors' --exclude="$study/checkpoints" \
+        --exclude="$study/data" --exclude="$study/synth" --exclude='*/train.parquet' \
+        $study logs .snakemake/log 2> /dev/null || true
     ls -la "$2"
     ;;
 esac
