@@ -322,3 +322,12 @@ def test_detection_writes_every_examples_head_scores(tmp_path, monkeypatch):
     heads = head_scores_frame("m", "mdqa", "real_full", result).sort_values(["layer", "head"])
     np.testing.assert_allclose(counted.mean(0), heads["score"].to_numpy())
     assert counted.sum() > 0
+
+
+def test_undefined_rho_reason_names_too_few_pairs_or_a_constant_measure():
+    # gpu-small's MuSiQue under the all-module recipe: 5 finite pairs, every score 0.000, so rho
+    # is undefined for a constant, not for too few pairs
+    assert "it needs 3" in cl.undefined_rho_reason(2, "cosine")
+    constant = cl.undefined_rho_reason(5, "recall_topk")
+    assert "needs 3" not in constant
+    assert "the recall_topk or the score is the same for all 5" in constant

@@ -618,6 +618,16 @@ def _head_claims(ctx: _Context) -> None:
             ctx.add("C3", task, subject, measured, stat, test, rests_on_real=True, rests_on=[condition])
 
 
+def undefined_rho_reason(n: int, measure: str) -> str:
+    """Why Figure 3's Spearman rho over ``n`` finite (similarity, score) pairs is undefined."""
+    if n < 3:
+        return (f"Spearman rho undefined: {n} finite (similarity, score) pairs, it needs 3 (a Real (Full) "
+                "model without positive heads gives none)")
+    # n pairs but no rank order: every condition has the same similarity or the same score
+    return (f"Spearman rho undefined: the {measure} or the score is the same for all {n} synthetic "
+            "conditions (a rank correlation needs both to vary)")
+
+
 def _correlation_claims(ctx: _Context) -> None:
     """C4: Figure 3's Spearman rho of cosine and of top-K recall with the score."""
     test = "Figure 3's two-sided exact permutation p with the sign of rho"
@@ -636,8 +646,7 @@ def _correlation_claims(ctx: _Context) -> None:
             rho, p, n = float(r["spearman_rho"]), float(r["p_value"]), int(r["n_conditions"])
             if not np.isfinite(rho):
                 ctx.add("C4", task, measure, f"n = {n} synthetic conditions with a finite {measure}", None, test,
-                        n=n, cannot=f"Spearman rho undefined: {n} finite (similarity, score) pairs (needs 3, "
-                                    "non-constant; a Real (Full) model without positive heads gives none)")
+                        n=n, cannot=undefined_rho_reason(n, measure))
                 continue
             ctx.add("C4", task, measure, f"Spearman rho {rho:+.3f} over {n} synthetic conditions", None,
                     f"{test} ({r['p_method']})", p_holds=p if rho > 0 else 1.0, p_contradicts=p if rho < 0 else 1.0,
