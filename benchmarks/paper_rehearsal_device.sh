@@ -5,7 +5,7 @@
 # shapes, at 32K tokens, through every GPU rule of paper.yaml, a few examples per job; then the
 # per-rule peak GPU memory, time per unit and the projection of the whole paper study.
 #
-#   bash benchmarks/paper_rehearsal_device.sh setup WHEEL_DIR SMOLLM2 DATA_DIR [MODELS]  # once per machine
+#   bash benchmarks/paper_rehearsal_device.sh setup WHEEL_DIR SMOLLM2 DATA_DIR [MODELS] [TASKS]  # once per machine
 #   bash benchmarks/paper_rehearsal_device.sh start [JOBS_PER_GPU]   # one detached run ...
 #   bash benchmarks/paper_rehearsal_device.sh wait SECONDS           # ... followed until it ends
 #   bash benchmarks/paper_rehearsal_device.sh report   # results/paper-rehearsal/rehearsal_report.{md,json}
@@ -16,6 +16,10 @@
 # GGUF file (converted here) or an already prepared model directory. DATA_DIR: a copy of
 # ../shared/data. MODELS: optional comma-separated subset of the rehearsal models (default both;
 # one model per call halves a one-GPU session's work; the Llama shape also writes the pools).
+# TASKS: optional comma-separated subset of the tasks: `musique` alone (240 paragraphs, the 32K
+# task) runs every GPU rule once per model, 21 GPU jobs for both models instead of 59, and the
+# report projects the tasks not run from the largest per-unit cost of each rule. Give MODELS as ""
+# to keep both.
 #
 # Every GPU job gets its own card: benchmarks/gpu_slots/sitecustomize.py (on PYTHONPATH) makes
 # each GPU job script claim one of GPUS x JOBS_PER_GPU slots (default 1 job per GPU, so each job's
@@ -29,7 +33,7 @@ overlay="$HOME/paper-rehearsal-device.yaml"
 configs="config/paper.yaml config/paper-rehearsal.yaml $overlay"
 # The study's folder, results/<study.name> (results/paper-rehearsal): the workflow's outputs and logs,
 # and this script's own files (rehearsal_*, the GPU slots).
-[ "$1" = setup ] || study=$(python3 benchmarks/rehearsal_report.py study-dir --configfile config.yaml $configs)
+case "$1" in setup|overlay) ;; *) study=$(python3 benchmarks/rehearsal_report.py study-dir --configfile config.yaml $configs) ;; esac
 case "$1" in
 setup)
     python3 -m pip install -q --no-index --no-deps --no-build-isolation "$2"/*
@@ -44,16 +48,21 @@ from synthctx.models.prepare import convert_gguf
 convert_gguf(Path(sys.argv[1]), Path(sys.argv[2]))
 PY
     fi
+    bash "$0" overlay "$smollm" "$4" "${5:-}" "${6:-}"
+    ;;
+overlay)
+    # OVERLAY from SMOLLM2_DIR DATA_DIR [MODELS] [TASKS] (setup's last step; alone for tests)
     {
         echo "# The lent node: no internet, no vLLM (config/paper-rehearsal.yaml already uses HF)."
         echo "raw_data:"
-        echo "  local_dir: $4"
+        echo "  local_dir: $3"
         echo "models:"
         echo "  smollm2-135m:"
-        echo "    source: {kind: local, path: $smollm}"
-        if [ -n "${5:-}" ]; then
+        echo "    source: {kind: local, path: $2}"
+        if [ -n "${4:-}${5:-}" ]; then
             echo "study:"
-            echo "  models: [${5}]"
+            [ -z "${4:-}" ] || echo "  models: [${4}]"
+            [ -z "${5:-}" ] || echo "  tasks: [${5}]"
         fi
     } > "$overlay"
     cat "$overlay"

@@ -517,3 +517,27 @@ def test_rehearsal_tiny_workflow(tmp_path, report, smollm_dir):
     patching = [m for m in measures if m.rule == "patching"]
     assert patching and all(m.lockstep_fraction == 0.5 for m in patching)  # intersection + random runs
     print(f"tiny rehearsal: {len(measures)} GPU-rule jobs in {time.time() - started:.0f} s")
+
+
+@pytest.mark.parametrize("models, tasks, expect_models, expect_tasks", [
+    ("", "musique", {"llama3-8b-random", "mistral-7b-random"}, {"musique"}),
+    ("llama3-8b-random", "", {"llama3-8b-random"}, {"mdqa", "musique", "summhay"}),
+])
+def test_device_overlay_narrows_the_rehearsal_to_the_given_models_and_tasks(
+        report, tmp_path, models, tasks, expect_models, expect_tasks):
+    """`paper_rehearsal_device.sh overlay ... MODELS TASKS` (setup's last step): one task runs every
+    GPU rule of each model once, which is how one 30-minute device session holds both models."""
+    env = {**os.environ, "HOME": str(tmp_path)}
+    subprocess.run(["bash", str(REPO / "benchmarks" / "paper_rehearsal_device.sh"), "overlay",
+                    "/node/smollm2-135m", "/node/data", models, tasks], check=True, env=env, capture_output=True)
+    overlay = yaml.safe_load((tmp_path / "paper-rehearsal-device.yaml").read_text())
+    assert overlay["raw_data"]["local_dir"] == "/node/data"
+    assert overlay["models"]["smollm2-135m"]["source"] == {"kind": "local", "path": "/node/smollm2-135m"}
+    config = report.load_config([*REHEARSAL_STACK, tmp_path / "paper-rehearsal-device.yaml"])
+    targets = report.rehearsal_targets(config)
+    parts = [t.split("/") for t in targets]  # results/paper-rehearsal/<stage>/<model>/<task>/...
+    assert {p[3] for p in parts} == expect_models
+    assert {p[4] for p in parts} - {"niah"} == expect_tasks
+    # per model: evaluation, heads of Real (Full), Symbolic and Real (Full) all modules, knockout,
+    # patching per task, and the two NIAH sets
+    assert len(targets) == len(expect_models) * (6 * len(expect_tasks) + 2)
