@@ -136,20 +136,19 @@ rule niah_report:
 # Named targets (no wildcards): `snakemake figure3`, `table2`, `heatmaps`, `niah`, for every study model.
 rule figure3:
     input:
-        [study_path(f"figures/{m}/figure3.png") for m in MODELS],
-        [study_path(f"analysis/{m}/correlations.parquet") for m in MODELS],
+        [f for m in MODELS for f in figure3_targets(m)],
 
 
 rule table2:
     input:
-        [study_path(f"tables/{m}/table2.{ext}") for m in MODELS for ext in ("parquet", "md")],
+        [f for m in MODELS for f in table2_targets(m)],
 
 
 rule heatmaps:
     input:
-        [study_path(f"figures/{m}/heatmap_{task}.png") for m in MODELS for task in TASKS],
+        [f for m in MODELS for f in heatmap_targets(m)],
 
 
 rule niah:
     input:
-        [study_path(f"tables/{m}/niah_heads.md") for m in MODELS],
+        [f for m in MODELS for f in niah_targets(m)],

@@ -169,10 +169,9 @@ rule patching_table:
 # Named targets (no wildcards): `snakemake figure4`, `table3`, for every study model.
 rule figure4:
     input:
-        [study_path(f"figures/{m}/figure4.png") for m in MODELS],
-        [study_path(f"causal/{m}/knockout_summary.parquet") for m in MODELS],
+        [f for m in MODELS for f in figure4_targets(m)],
 
 
 rule table3:
     input:
-        [study_path(f"tables/{m}/table3.{ext}") for m in MODELS for ext in ("md", "parquet")],
+        [f for m in MODELS for f in table3_targets(m)],

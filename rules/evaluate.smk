@@ -136,10 +136,9 @@ rule training_curves_figure:
 # Named targets (no wildcards): `snakemake table1`, `training_curves`, for every study model.
 rule table1:
     input:
-        [study_path(f"tables/{m}/table1.{ext}") for m in MODELS for ext in ("parquet", "md")],
-        [study_path(f"figures/{m}/table1.png") for m in MODELS],
+        [f for m in MODELS for f in table1_targets(m)],
 
 
 rule training_curves:
     input:
-        [study_path(f"figures/{m}/training_curves.png") for m in MODELS],
+        [f for m in MODELS for f in training_curves_targets(m)],

@@ -29,10 +29,13 @@ def patch_donor(recipient):
     return study_vocabulary.recipe_reference(recipient)
 
 
+def figure4_targets(model):
+    return [study_path(f"figures/{model}/figure4.png"), study_path(f"causal/{model}/knockout_summary.parquet")]
+
+
+def table3_targets(model):
+    return [study_path(f"tables/{model}/table3.md"), study_path(f"tables/{model}/table3.parquet")]
+
+
 def causal_targets(model):
-    return [
-        study_path(f"figures/{model}/figure4.png"),
-        study_path(f"causal/{model}/knockout_summary.parquet"),
-        study_path(f"tables/{model}/table3.md"),
-        study_path(f"tables/{model}/table3.parquet"),
-    ]
+    return figure4_targets(model) + table3_targets(model)

@@ -26,10 +26,17 @@ def training_curve_paths(model):
     return [f"{adapter_dir(model, t, c)}/train_curve.parquet" for t in TASKS for c in task_trained(t)]
 
 
-def evaluate_targets(model):
+def table1_targets(model):
     return [
         study_path(f"tables/{model}/table1.parquet"),
         study_path(f"tables/{model}/table1.md"),
         study_path(f"figures/{model}/table1.png"),
-        study_path(f"figures/{model}/training_curves.png"),
     ]
+
+
+def training_curves_targets(model):
+    return [study_path(f"figures/{model}/training_curves.png")]
+
+
+def evaluate_targets(model):
+    return table1_targets(model) + training_curves_targets(model)
