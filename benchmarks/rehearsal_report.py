@@ -110,7 +110,9 @@ def study_dir(config: Mapping) -> str:
 
 
 def eval_count(config: Mapping, task: str) -> int:
-    return int(config["data"][task].get("eval_examples", config["data"]["eval_examples"]))
+    from synthctx.study import task_data_settings
+
+    return task_data_settings(config, task)[1]
 
 
 def conditions(config: Mapping, task: str | None = None) -> tuple[list[str], list[str], list[str]]:
