@@ -6,9 +6,9 @@
 # per-rule peak GPU memory, time per unit and the projection of the whole paper study.
 #
 #   bash benchmarks/paper_rehearsal_device.sh setup WHEEL_DIR SMOLLM2 DATA_DIR [MODELS] [TASKS]  # once per machine
-#   bash benchmarks/paper_rehearsal_device.sh start [JOBS_PER_GPU]   # one detached run ...
+#   bash benchmarks/paper_rehearsal_device.sh start [JOBS_PER_GPU] [TARGETS_REGEX]  # one detached run ...
 #   bash benchmarks/paper_rehearsal_device.sh wait SECONDS           # ... followed until it ends
-#   bash benchmarks/paper_rehearsal_device.sh report   # results/paper-rehearsal/rehearsal_report.{md,json}
+#   bash benchmarks/paper_rehearsal_device.sh report [ARGS]  # results/paper-rehearsal/rehearsal_report.{md,json}
 #   bash benchmarks/paper_rehearsal_device.sh collect OUT_DIR        # logs, metadata, report as a tarball
 #
 # WHEEL_DIR: snakemake and its missing dependencies as wheels. SMOLLM2: the embedded
@@ -78,7 +78,10 @@ start)
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > $study/rehearsal_gpus.txt || true
     python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', \
 transformers.__version__, 'peft', peft.__version__)" > $study/rehearsal_versions.txt 2>&1 || true
-    python3 benchmarks/rehearsal_report.py targets --configfile config.yaml $configs > $study/rehearsal_targets.txt
+    # TARGETS_REGEX (optional, grep -E): only the targets matching it (and what they need), e.g.
+    # 'patching' to complete a run that a lease ended before those jobs.
+    python3 benchmarks/rehearsal_report.py targets --configfile config.yaml $configs \
+        | grep -E "${3:-.}" > $study/rehearsal_targets.txt || { echo "no target matches ${3:-.}"; exit 1; }
     echo "$gpus GPUs, $slots GPU job slots, $(wc -l < $study/rehearsal_targets.txt) targets"
     SYNTHCTX_GPU_SLOT_DIR="$PWD/$study/.gpu_slots" SYNTHCTX_GPU_COUNT="$gpus" SYNTHCTX_GPU_SLOTS="$slots" \
     setsid nohup bash -c "python3 -m snakemake \$(cat $study/rehearsal_targets.txt) --cores all \
@@ -105,16 +108,19 @@ wait)
     fi
     ;;
 report)
+    # Further arguments go to rehearsal_report.py report (--real-full, --task-tokens, --estimate:
+    # BENCHMARKS.md gives the ones used); without --real-full a null data.max_train_examples stops it.
     python3 benchmarks/rehearsal_report.py report --root . --configfile config.yaml $configs \
-        --json $study/rehearsal_report.json | tee $study/rehearsal_report.md
+        --json $study/rehearsal_report.json "${@:2}" | tee $study/rehearsal_report.md
     ;;
 collect)
     mkdir -p "$2"
     # Logs, benchmark TSVs, slot assignments, the small Parquet outputs whose metadata the report
-    # reads (not the models, adapters, checkpoints or training data).
-    find $study/eval $study/heads $study/causal $study/synth -name '*.parquet' 2> /dev/null > $study/.collect
-    find $study/logs -type f 2> /dev/null >> $study/.collect
-    find $study/adapters -name train_curve.parquet 2> /dev/null >> $study/.collect
+    # reads (not the models, adapters, checkpoints or training data). A run still going, or stopped
+    # by the end of a lease, lacks some folders: collect what there is.
+    find $study/eval $study/heads $study/causal $study/synth -name '*.parquet' 2> /dev/null > $study/.collect || true
+    find $study/logs -type f 2> /dev/null >> $study/.collect || true
+    find $study/adapters -name train_curve.parquet 2> /dev/null >> $study/.collect || true
     ls $study/rehearsal_* $study/.gpu_slots/assignments.tsv 2> /dev/null >> $study/.collect || true
     tar czf "$2/paper_rehearsal.tgz" logs .snakemake/log -T $study/.collect 2> /dev/null || true
     ls -la "$2"

@@ -33,7 +33,12 @@ patching: seconds per unit scaled from the measured share of lockstep runs to pa
 a lockstep step counting as two single-model steps).
 Seconds per unit of a (rule, model, task) is the largest over its rehearsal jobs (conservative:
 e.g. symbolic examples are shorter than real ones); a paper task the rehearsal did not run takes
-the rule's largest. Paper job counts and units follow config/paper.yaml: generation.examples_per_variant
+the rule's largest, scaled by prompt tokens (--task-tokens TASK=N, one tokenizer for all tasks)
+for the rules whose unit is one prompt (linear in length: from a 32K task down to a shorter one an
+upper bound, since attention grows faster than linearly). A (rule, model) the rehearsal did not
+reach can be given as another rule's rate times a measured cost ratio, with its measured peak
+(--estimate; the projection marks it), e.g. patching from knockout with the ratio of
+benchmarks/probe_paper_memory.py's patching and knockout calls. Paper job counts and units follow config/paper.yaml: generation.examples_per_variant
 per synthetic condition, Real (Full) = data.max_train_examples or, where that is null (all remaining
 train examples), the count given with --real-full TASK=N (known only once the full data is built),
 Real (Limited) = data.limited_fraction of it; eval/heads/causal example counts, 2 + draws
@@ -405,8 +410,19 @@ class Rate:
     peak_allocated_gib: float | None = None
     max_rss_mb: float | None = None
 
-    def unit_seconds(self, task: str) -> float:
-        return self.per_unit_s.get(task, max(self.per_unit_s.values()))
+    estimated_from: str | None = None  # set by --estimate: not measured, derived from another rule
+
+    def unit_seconds(self, task: str, task_tokens: Mapping[str, float] | None = None) -> float:
+        """Seconds per unit for a paper task: its own rate where the rehearsal ran it; otherwise
+        the rule's largest rate, scaled by prompt tokens (task / that rate's task) when both are in
+        task_tokens (linear in length: an upper bound going from 32K down, attention is super-linear)."""
+        if task in self.per_unit_s:
+            return self.per_unit_s[task]
+        base = max(self.per_unit_s, key=self.per_unit_s.get)
+        seconds = self.per_unit_s[base]
+        if task_tokens and task in task_tokens and base in task_tokens:
+            seconds *= task_tokens[task] / task_tokens[base]
+        return seconds
 
 
 def _median(values: Iterable[float]) -> float | None:
@@ -445,8 +461,13 @@ def rates(measures: Sequence[Measure]) -> dict[tuple[str, str], Rate]:
     return out
 
 
-def job_seconds(job: PaperJob, rate: Rate) -> float:
-    per_unit = rate.unit_seconds(job.task)
+# Rules whose unit is one prompt's prefill + decode (or training pass): their cost follows the
+# prompt's length, so an unrun task scales by tokens. A pool's unit is a generated token.
+TOKEN_SCALED_RULES = ("train_adapter", "evaluate_task", "heads", "knockout", "patching")
+
+
+def job_seconds(job: PaperJob, rate: Rate, task_tokens: Mapping[str, float] | None = None) -> float:
+    per_unit = rate.unit_seconds(job.task, task_tokens if job.rule in TOKEN_SCALED_RULES else None)
     if job.rule == "niah_heads" and job.mean_length and rate.mean_length:
         per_unit *= job.mean_length / rate.mean_length  # prefill-bound decodes: about linear in length
     seconds = rate.overhead_s + job.units * per_unit
@@ -455,24 +476,67 @@ def job_seconds(job: PaperJob, rate: Rate) -> float:
     return seconds
 
 
-def project(jobs: Sequence[PaperJob], table: Mapping[tuple[str, str], Rate]) -> list[dict[str, Any]]:
+def project(jobs: Sequence[PaperJob], table: Mapping[tuple[str, str], Rate],
+            task_tokens: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """Per (paper model, rule): jobs, units, GPU-hours and the longest job; rules without a
-    measurement are listed with gpu_hours None."""
+    measurement are listed with gpu_hours None. `basis` says where the rate came from: measured,
+    scaled from another task by tokens, or estimated from another rule (--estimate)."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for job in jobs:
         row = rows.setdefault((job.model, job.rule), {"model": job.model, "stage": STAGES[job.rule], "rule": job.rule,
-                                                      "jobs": 0, "units": 0.0, "gpu_hours": 0.0, "max_job_hours": 0.0})
+                                                      "jobs": 0, "units": 0.0, "gpu_hours": 0.0, "max_job_hours": 0.0,
+                                                      "basis": set()})
         row["jobs"] += 1
         row["units"] += job.units
         rate = table.get((job.rule, job.model))
         if rate is None:
             row["gpu_hours"] = row["max_job_hours"] = None
             continue
-        hours = job_seconds(job, rate) / 3600
+        if rate.estimated_from:
+            row["basis"].add(f"estimated: {rate.estimated_from}")
+        elif job.task and job.task not in rate.per_unit_s and job.rule != "niah_heads":
+            base = max(rate.per_unit_s, key=rate.per_unit_s.get)
+            scaled = (job.rule in TOKEN_SCALED_RULES and bool(task_tokens) and job.task in task_tokens
+                      and base in task_tokens)
+            row["basis"].add(f"{job.task} from {base}" + (" x tokens" if scaled else " (largest)"))
+        hours = job_seconds(job, rate, task_tokens) / 3600
         if row["gpu_hours"] is not None:
             row["gpu_hours"] += hours
         row["max_job_hours"] = max(row["max_job_hours"], hours)
+    for row in rows.values():
+        row["basis"] = "; ".join(sorted(row["basis"])) or "measured"
     return sorted(rows.values(), key=lambda r: (r["model"], GPU_RULES.index(r["rule"])))
+
+
+ESTIMATE_RE = re.compile(r"^(\w+):([\w.-]+)=(\w+):([\w.-]+)\*([\d.]+)(?:@([\d.]+))?$")
+
+
+def add_estimates(table: dict[tuple[str, str], Rate], specs: Sequence[str],
+                  model_names: Mapping[str, str]) -> dict[tuple[str, str], Rate]:
+    """--estimate RULE:MODEL=FROM_RULE:FROM_MODEL*FACTOR[@PEAK_GIB]: a (rule, model) the rehearsal
+    did not reach gets FROM's rate times FACTOR (e.g. a cost ratio measured by
+    benchmarks/probe_paper_memory.py) and, if given, that peak reserved GiB. Models by the
+    rehearsal's or the paper's name; a measured (rule, model) is never replaced."""
+    out = dict(table)
+    for spec in specs:
+        match = ESTIMATE_RE.match(spec)
+        if not match:
+            raise ValueError(f"--estimate {spec!r}: expected RULE:MODEL=FROM_RULE:FROM_MODEL*FACTOR[@PEAK_GIB]")
+        rule, model, src_rule, src_model, factor, peak = match.groups()
+        model, src_model = model_names.get(model, model), model_names.get(src_model, src_model)
+        for name in (rule, src_rule):
+            if name not in GPU_RULES:
+                raise ValueError(f"--estimate {spec!r}: {name!r} is not one of {', '.join(GPU_RULES)}")
+        if (rule, model) in table:
+            raise ValueError(f"--estimate {spec!r}: {rule} of {model} was measured; not replacing it")
+        src = table.get((src_rule, src_model))
+        if src is None:
+            raise ValueError(f"--estimate {spec!r}: no measurement of {src_rule} for {src_model}")
+        out[(rule, model)] = Rate(
+            rule, model, {t: v * float(factor) for t, v in src.per_unit_s.items()}, src.overhead_s, src.load_s,
+            mean_length=src.mean_length, peak_reserved_gib=float(peak) if peak else None,
+            max_rss_mb=src.max_rss_mb, estimated_from=f"{src_rule} of {src_model} x {float(factor):g}")
+    return out
 
 
 def stage_totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -501,10 +565,14 @@ def suggested_resources(rows: Sequence[Mapping[str, Any]], table: Mapping[tuple[
         if not mine or not measured:
             continue
         longest = max(r["max_job_hours"] for r in mine)
-        peak = max((r.peak_reserved_gib for r in measured if r.peak_reserved_gib is not None), default=None)
+        peaked = [r for r in measured if r.peak_reserved_gib is not None]
+        top = max(peaked, key=lambda r: r.peak_reserved_gib, default=None)
+        peak = None if top is None else top.peak_reserved_gib
         rss = max((r.max_rss_mb for r in measured if r.max_rss_mb is not None), default=None)
         out.append({"rule": rule, "runtime_h": max(1, math.ceil(longest * RUNTIME_MARGIN)),
                     "peak_reserved_gib": peak, "fits_80gb": None if peak is None else peak <= FIT_80GB_GIB,
+                    "peak_basis": None if top is None else ("given with --estimate" if top.estimated_from
+                                                            else "measured"),
                     "mem_mb": None if rss is None else int(math.ceil(rss * RUNTIME_MARGIN / 1000) * 1000)})
     return out
 
@@ -538,10 +606,11 @@ def markdown(measures: Sequence[Measure], table: Mapping, rows: Sequence[Mapping
         step = _f(max(rate.per_unit_s.values()) * step_examples) if rule == "train_adapter" else "-"
         lines.append(f"| {rule} | {model} | {by_task} | {_f(rate.overhead_s)} | {_f(rate.load_s)} | {step} |")
     lines += ["", "## Projection of config/paper.yaml (GPU-hours, one GPU per job)", "",
-              "| model | stage | rule | jobs | units | GPU-h | longest job h |", "|---|---|---|---|---|---|---|"]
+              "| model | stage | rule | jobs | units | GPU-h | longest job h | rate basis |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['stage']} | {r['rule']} | {r['jobs']} | {_f(r['units'], 0)} | "
-                     f"{_f(r['gpu_hours'], 2)} | {_f(r['max_job_hours'], 2)} |")
+                     f"{_f(r['gpu_hours'], 2)} | {_f(r['max_job_hours'], 2)} | {r.get('basis', 'measured')} |")
     totals = stage_totals(rows)
     stages = ["synth", "train", "evaluate", "heads", "causal"]
     lines += ["", "synth_pool and evaluate_task ran HF generate at the rehearsal's batch: upper bounds of "
@@ -550,11 +619,12 @@ def markdown(measures: Sequence[Measure], table: Mapping, rows: Sequence[Mapping
     for model, per in totals.items():
         lines.append(f"| {model} | " + " | ".join(_f(per.get(s), 2) for s in stages) + f" | {_f(per['total'], 2)} |")
     lines += ["", "## Suggested per-rule resources (paper.yaml)", "",
-              "| rule | runtime | peak reserved GiB | fits one 80 GB GPU | host mem_mb |", "|---|---|---|---|---|"]
+              "| rule | runtime | peak reserved GiB | peak from | fits one 80 GB GPU | host mem_mb |",
+              "|---|---|---|---|---|---|"]
     for s in suggested_resources(rows, table):
         fits = "-" if s["fits_80gb"] is None else ("yes" if s["fits_80gb"] else "**no**")
-        lines.append(f"| {s['rule']} | {s['runtime_h']}h | {_f(s['peak_reserved_gib'], 2)} | {fits} | "
-                     f"{_f(s['mem_mb'])} |")
+        lines.append(f"| {s['rule']} | {s['runtime_h']}h | {_f(s['peak_reserved_gib'], 2)} | {s['peak_basis'] or '-'} | "
+                     f"{fits} | {_f(s['mem_mb'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -571,6 +641,11 @@ def main(argv=None) -> int:
     report.add_argument("--json", help="also write the numbers as JSON here")
     report.add_argument("--real-full", nargs="*", default=[], metavar="TASK=N",
                         help="Real (Full) training examples per task where data.max_train_examples is null")
+    report.add_argument("--task-tokens", nargs="*", default=[], metavar="TASK=N",
+                        help="mean prompt tokens per example of each paper task (one tokenizer): a task the "
+                             "rehearsal did not run is projected from the measured one scaled by this ratio")
+    report.add_argument("--estimate", nargs="*", default=[], metavar="RULE:MODEL=FROM_RULE:FROM_MODEL*F[@GIB]",
+                        help="a (rule, model) the rehearsal did not reach: FROM's rate x F (and peak GiB)")
     folder = sub.add_parser("study-dir", help="print the study's folder (results/<study.name>)")
     folder.add_argument("--configfile", nargs="+", default=REHEARSAL_CONFIGS)
     args = parser.parse_args(argv)
@@ -583,9 +658,10 @@ def main(argv=None) -> int:
     config = load_config(args.configfile, Path.cwd())
     paper_config = load_config(args.paper, Path.cwd())
     measures = collect(args.root, config)
-    table = rates(measures)
+    table = add_estimates(rates(measures), args.estimate, paper_model_of(config))
     real_full = {k: int(v) for k, v in (item.split("=", 1) for item in args.real_full)}
-    rows = project(paper_jobs(paper_config, real_full), table)
+    task_tokens = {k: float(v) for k, v in (item.split("=", 1) for item in args.task_tokens)}
+    rows = project(paper_jobs(paper_config, real_full), table, task_tokens)
     sys.stdout.write(markdown(measures, table, rows, paper_config))
     if args.json:
         Path(args.json).write_text(json.dumps({

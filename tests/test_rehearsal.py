@@ -541,3 +541,64 @@ def test_device_overlay_narrows_the_rehearsal_to_the_given_models_and_tasks(
     # per model: evaluation, heads of Real (Full), Symbolic and Real (Full) all modules, knockout,
     # patching per task, and the two NIAH sets
     assert len(targets) == len(expect_models) * (6 * len(expect_tasks) + 2)
+
+
+def test_projection_scales_unrun_tasks_by_tokens_and_takes_estimates(report):
+    """An unrun task's rate is the measured one x its prompt-token ratio (--task-tokens) for rules
+    whose unit is one prompt, not for pools; --estimate fills an unreached (rule, model) from
+    another rule's rate x a factor, with the given peak, and never replaces a measurement."""
+    M, P = report.Measure, report.PaperJob
+    measures = [
+        M("train_adapter", "llama", "musique", "real_full", wall_s=60.0, work_s=40.0, units=4),
+        M("knockout", "llama", "musique", "real_full", wall_s=44.0, work_s=24.0, units=12, peak_reserved_gib=40.0),
+        M("synth_pool", "llama", "musique", "", wall_s=30.0, work_s=20.0, units=1000),
+    ]
+    table = report.rates(measures)
+    tokens = {"mdqa": 3000.0, "musique": 30000.0}
+    train = table[("train_adapter", "llama")]
+    assert train.unit_seconds("mdqa", tokens) == pytest.approx(1.0)  # 10 s x 3K / 30K
+    assert train.unit_seconds("mdqa") == 10.0 and train.unit_seconds("summhay", tokens) == 10.0  # no tokens: largest
+    pool_job = P("synth_pool", "llama", "mdqa", "", 1000)
+    assert report.job_seconds(pool_job, table[("synth_pool", "llama")], tokens) == pytest.approx(10.0 + 1000 * 0.02)
+    table = report.add_estimates(table, ["patching:llama-rehearsal=knockout:llama*2.5@55.5"],
+                                 {"llama-rehearsal": "llama"})
+    patch = table[("patching", "llama")]
+    assert patch.per_unit_s == {"musique": pytest.approx(5.0)} and patch.peak_reserved_gib == 55.5
+    rows = report.project([P("train_adapter", "llama", "mdqa", "real_full", 100),
+                           P("patching", "llama", "musique", "s", 40)], table, tokens)
+    by_rule = {r["rule"]: r for r in rows}
+    assert by_rule["train_adapter"]["gpu_hours"] == pytest.approx((20.0 + 100 * 1.0) / 3600)
+    assert by_rule["train_adapter"]["basis"] == "mdqa from musique x tokens"
+    assert by_rule["patching"]["gpu_hours"] == pytest.approx((20.0 + 40 * 5.0) / 3600)
+    assert by_rule["patching"]["basis"] == "estimated: knockout of llama x 2.5"
+    resources = {r["rule"]: r for r in report.suggested_resources(rows, table)}
+    assert resources["patching"]["peak_basis"] == "given with --estimate" and resources["patching"]["fits_80gb"]
+    with pytest.raises(ValueError, match="was measured"):
+        report.add_estimates(table, ["knockout:llama=train_adapter:llama*2"], {})
+    with pytest.raises(ValueError, match="no measurement of heads"):
+        report.add_estimates(table, ["niah_heads:llama=heads:llama*2"], {})
+    with pytest.raises(ValueError, match="expected RULE:MODEL"):
+        report.add_estimates(table, ["patching=knockout*2"], {})
+
+
+def test_device_collect_takes_what_a_partial_run_left(tmp_path):
+    """`collect` of a run stopped early (no eval/ or causal/ folders yet) still packs its logs: it
+    used to stop at the first missing folder (set -e) and return nothing (session 10's lease)."""
+    import tarfile
+
+    for rel in ("benchmarks/paper_rehearsal_device.sh", "benchmarks/rehearsal_report.py", "config.yaml",
+                "config/paper.yaml", "config/paper-rehearsal.yaml"):
+        (tmp_path / "repo" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "repo" / rel).write_text((REPO / rel).read_text())
+    log = tmp_path / "repo/results/paper-rehearsal/logs/train_adapter/llama3-8b-random/musique/real_full.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("peak GPU memory: 32.00 GiB allocated, 40.00 GiB reserved by PyTorch\n")
+    env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(REPO / "src")}
+    subprocess.run(["bash", "benchmarks/paper_rehearsal_device.sh", "overlay", "/node/smollm2-135m", "/node/data"],
+                   cwd=tmp_path / "repo", env=env, check=True, capture_output=True)
+    proc = subprocess.run(["bash", "benchmarks/paper_rehearsal_device.sh", "collect", str(tmp_path / "out")],
+                          cwd=tmp_path / "repo", env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(tmp_path / "out" / "paper_rehearsal.tgz") as tar:
+        names = tar.getnames()
+    assert "results/paper-rehearsal/logs/train_adapter/llama3-8b-random/musique/real_full.log" in names
