@@ -13,6 +13,10 @@ from synthctx.tasks import get_task
 # Registries first: tasks (built-in and study.task_modules) and conditions, then the checks of
 # the task sections and per-task keys the JSON schema cannot make (synthctx.study.check_config).
 study_vocabulary.check_config(config)
+# Every job's process imports the same task modules (synthctx.tasks.TASK_MODULES_ENV).
+from synthctx.tasks import TASK_MODULES_ENV, task_modules_environment
+
+os.environ[TASK_MODULES_ENV] = task_modules_environment(config["study"].get("task_modules") or [])
 
 STUDY = config["study"]
 MODELS = STUDY["models"]
@@ -20,8 +24,6 @@ TASKS = STUDY["tasks"]
 SYNTHETIC = STUDY["synthetic_conditions"]
 REAL = STUDY["real_conditions"]
 TRAINED = REAL + SYNTHETIC
-# Every evaluated condition: the trained ones plus the base model ("nonft").
-CONDITIONS = TRAINED + ["nonft"]
 # The user's own training sets (config datasets:, kind "user"), each for the tasks it has a file for.
 USER = study_vocabulary.user_condition_names(config)
 # Conditions of the extra training recipes (config training_recipes), "<base>__<recipe>", each

@@ -8,7 +8,7 @@ include: "functions/evaluate.smk"
 
 # Evaluation-only conditions decoded with the base model in each evaluate job (study.evaluation_conditions):
 # nonft and, when listed, closed_book (the question without the documents). Never trained, never
-# head-scored, knocked out or patched (CONDITIONS, which heads and causal expand, holds nonft only).
+# head-scored, knocked out or patched (task_conditions, which heads and causal expand, holds nonft only).
 EVALUATION_ONLY = study_vocabulary.evaluation_conditions(config)
 
 

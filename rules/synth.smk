@@ -53,7 +53,7 @@ rule synth_pool:
 
 rule synth_variant:
     input:
-        pool=study_path("synth/{task}/pool.parquet"),
+        unpack(variant_pool),
         model=ancient("resources/models/{model}/config.json"),
     output:
         examples=study_path("data/{model}/{task}/train/{synthetic}.parquet"),

@@ -168,7 +168,13 @@ def test_closed_book_is_an_evaluation_only_condition_on_in_the_default_config():
 
 def test_closed_book_never_reaches_heads_or_causal_jobs():
     common = (REPO / "rules" / "common.smk").read_text()
-    assert 'CONDITIONS = TRAINED + ["nonft"]' in common  # what heads and causal expand
+    # heads and causal expand task_conditions: the trained conditions and nonft, never closed_book
+    assert "return study_vocabulary.evaluated_conditions(config, task)" in common
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert "closed_book" in config["study"]["evaluation_conditions"]
+    for task in config["study"]["tasks"]:
+        evaluated = study.evaluated_conditions(config, task)
+        assert "nonft" in evaluated and "closed_book" not in evaluated
     evaluate = (REPO / "rules" / "evaluate.smk").read_text()
     assert "EVALUATION_ONLY = study_vocabulary.evaluation_conditions(config)" in evaluate
 
@@ -381,7 +387,7 @@ def test_vllm_evaluation_decodes_closed_book_like_hf(tmp_path, smollm_dir, smoll
     examples = _build_fixture("mdqa", smollm_tokenizer).eval
     write_examples(examples, str(tmp_path / "eval.parquet"))
     spec = {"dtype": "float32", "attn_implementation": "sdpa", "rope_theta": None, "context_tokens": 1024}
-    settings = {"model": "smollm2-135m", "model_spec": spec, "max_new_tokens": 12, "seed": 0,
+    settings = {"model": "smollm2-135m", "model_spec": spec, "max_new_tokens": 12, "seed": 0, "batch_size": 8,
                 "evaluation_conditions": ["nonft", "closed_book"],
                 "vllm": {"gpu_memory_utilization": 0.3, "enforce_eager": True}}
     out = tmp_path / "vllm.parquet"

@@ -177,8 +177,8 @@ def test_hf_evaluation_on_embedded_model(eval_setup, smollm_dir):
 @pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="vLLM environment (.venv-vllm) not installed")
 def test_vllm_evaluation_matches_hf_schema(eval_setup, smollm_dir):
     out = eval_setup / "vllm.parquet"
-    settings = {"model": "smollm2-135m", "model_spec": SPEC, "max_new_tokens": 8, "seed": 0,
-                "vllm": {"gpu_memory_utilization": 0.3, "enforce_eager": True}}
+    settings = {"model": "smollm2-135m", "model_spec": SPEC, "max_new_tokens": 8, "seed": 0, "batch_size": 8,
+                "evaluation_conditions": ["nonft"], "vllm": {"gpu_memory_utilization": 0.3, "enforce_eager": True}}
     cmd = [str(VLLM_PYTHON), str(REPO / "workflow" / "scripts" / "evaluate_task.py"), "--eval",
            str(eval_setup / "eval.parquet"), "--model-dir", str(smollm_dir), "--adapter",
            f"real_full={eval_setup / 'adapter'}", "--settings", json.dumps(settings), "--backend", "vllm",

@@ -22,6 +22,7 @@ def test_schema_condition_enums_match_the_registry():
     props = schema["properties"]["study"]["properties"]
     assert props["synthetic_conditions"]["items"]["enum"] == list(study.BUILTIN_SYNTHETIC)
     assert props["real_conditions"]["items"]["enum"] == list(study.BUILTIN_REAL)
+    assert props["evaluation_conditions"]["items"]["enum"] == list(study.BUILTIN_EVALUATION_ONLY)
     # the schema lists no task: the registry does
     text = (REPO / "schemas" / "config.schema.yaml").read_text()
     assert not any(name in text.split() for name in BUILTIN_TASKS)

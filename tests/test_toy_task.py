@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO
 
 FIXTURE = Path(__file__).parent / "fixtures" / "raw" / "toy" / "lookup.tsv"
 
@@ -107,3 +108,72 @@ def test_toy_task_end_to_end(toy, tiny_model_dir, smollm_tokenizer, tmp_path):
     heads = read_table(tmp_path / "heads.parquet", "head_scores")
     assert len(heads) == 2 * 4 and set(heads["head_kind"]) == {"retrieval"} and set(heads["task"]) == {"toy"}
     assert ((heads["score"] >= 0) & (heads["score"] <= 1)).all()
+
+
+@pytest.mark.slow
+def test_toy_task_through_the_workflow(tmp_path, smollm_dir):
+    """The same toy task as a researcher adds it: its module in the study's working directory, named
+    in study.task_modules, and one config section per key; Snakemake's own jobs (each a new Python
+    process, which never parsed the config) build its data, its symbolic variant, train on it,
+    evaluate and score heads. Before the jobs imported study.task_modules, the first job failed
+    with "unknown task 'toy'"."""
+    import shutil
+
+    import yaml
+    from slurm.workflow import run_snakemake
+
+    from synthctx.data.examples import read_examples
+    from synthctx.schema import read_table
+
+    (tmp_path / "mytasks").mkdir()
+    (tmp_path / "mytasks" / "__init__.py").write_text("")
+    shutil.copy(Path(__file__).parent / "toytask.py", tmp_path / "mytasks" / "toy.py")
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    overlay = {
+        "study": {"name": "toy-study", "tasks": ["toy"], "task_modules": ["mytasks.toy"],
+                  "synthetic_conditions": ["symbolic"], "real_conditions": ["real_full"]},
+        "models": {"smollm2-135m": {"source": {"kind": "local", "path": str(smollm_dir)}}},
+        "raw_data": {"local_dir": str(FIXTURE.parents[1]), "toy": {"files": ["toy/lookup.tsv"]}},
+        "data": {"eval_examples": 2, "toy": {"num_documents": 3}},
+        "evaluate": {"max_new_tokens": {"toy": 8}},
+        # the fixture's 6 records: 2 eval examples, one ranks heads, the other is the causal part
+        "heads": {"success_metric": {"toy": "score"}, "examples": 1},
+        "causal": {"patch_conditions": ["symbolic"], "examples": 1},
+    }
+    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    study = "results/toy-study"
+    targets = [f"{study}/eval/smollm2-135m/toy/predictions.parquet", f"{study}/heads/smollm2-135m/toy/symbolic.parquet"]
+    proc = run_snakemake(*targets, "-s", str(REPO / "Snakefile"), "--workflow-profile", "none", "--cores", "2",
+                         "--configfile", str(REPO / "tests/configs/tiny.yaml"), str(tmp_path / "overlay.yaml"),
+                         cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    # this process reads the outputs with the same module registered (the jobs had their own)
+    from synthctx.tasks import unregister_task
+
+    unregister_task("toy")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from mytasks.toy import TOY
+
+        eval_examples = read_examples(tmp_path / study / "data/smollm2-135m/toy/eval.parquet")
+        assert [ex["task"] for ex in eval_examples] == ["toy", "toy"]
+        symbolic = read_examples(tmp_path / study / "data/smollm2-135m/toy/train/symbolic.parquet")
+        assert len(symbolic) == 4 and {ex["condition"] for ex in symbolic} == {"symbolic"}
+        predictions = read_table(tmp_path / study / "eval/smollm2-135m/toy/predictions.parquet", "predictions")
+        # config.yaml's evaluation-only conditions beside the two trained ones
+        assert set(predictions["condition"]) == {"nonft", "closed_book", "real_full", "symbolic"}
+        assert len(predictions) == 4 * 2 and set(predictions["task"]) == {"toy"}
+        heads = read_table(tmp_path / study / "heads/smollm2-135m/toy/symbolic.parquet", "head_scores")
+        assert len(heads) == 30 * 9 and set(heads["task"]) == {"toy"}
+        assert ((heads["score"] >= 0) & (heads["score"] <= 1)).all()
+        # the toy's own metric scored every prediction (the job imported the module)
+        by_id = {ex["example_id"]: ex for ex in eval_examples}
+        for row in predictions.itertuples():
+            assert row.score == TOY.score(row.prediction.strip(), by_id[row.example_id])[0]
+        # no pool job for a task that writes none
+        assert not (tmp_path / study / "synth" / "toy").exists()
+    finally:
+        unregister_task("toy")
+        sys.path.remove(str(tmp_path))
+        for name in ("mytasks.toy", "mytasks"):
+            sys.modules.pop(name, None)

@@ -51,9 +51,9 @@ class ToyLookup(Task):
 
     @property
     def variant_builder(self):
-        from synthctx.synth.variants import MDQABuilder  # single key -> value lookups, as MDQA's symbolic
+        from synthctx.synth.variants import LookupBuilder  # single key -> value lookups
 
-        return MDQABuilder
+        return LookupBuilder
 
     def load_candidates(self, raw_files, tokenizer, task_config, seed, context_tokens, counts):
         records = [r for path in raw_files for r in load_lookup(path)]

@@ -3,13 +3,12 @@
 
 
 def heads_settings():
-    """The heads: config slice a detection job depends on.
-
-    Defaults for keys config.yaml may lack: token_match (normalized | exact, see
-    synthctx.heads.retrieval; stripped is normalized's earlier name) and success_metric (score = the Table 1 metric, or a metric name
-    of synthctx.evaluate.metrics.score_prediction such as best_subspan_em).
-    """
-    return {"token_match": "normalized", "success_metric": "score", **config["heads"]}
+    """The heads: config slice a detection job depends on (token_match: normalized | exact, see
+    synthctx.heads.retrieval; success_metric: score = the Table 1 metric, or a metric name of the
+    task's score, per task). token_match and success_metric come first: the key order of the
+    params that studies already ran with, so they do not re-run."""
+    heads = config["heads"]
+    return {"token_match": heads["token_match"], "success_metric": heads["success_metric"], **heads}
 
 
 def heads_targets(model):

@@ -21,6 +21,13 @@ def synth_pool_params(wildcards):
     }
 
 
+def variant_pool(wildcards):
+    """The variant's pool input: the task's pool, or none for a task that writes none (Task.writes_pool)."""
+    if get_task(wildcards.task).writes_pool:
+        return {"pool": study_path(f"synth/{wildcards.task}/pool.parquet")}
+    return {}
+
+
 def synth_task_data(task):
     """Keys of config `data.<task>` the synthetic examples follow (document counts only)."""
     return {k: config["data"][task][k] for k in get_task(task).synth_data_keys}

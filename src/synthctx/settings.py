@@ -4,7 +4,7 @@ The settings dataclasses of the study (``synthctx.train.lora.TrainSettings``,
 ``synthctx.causal.settings.KnockoutSettings`` / ``PatchingSettings``,
 ``synthctx.synth.backends.GenerationParams``) have no defaults: the values live once, in
 config.yaml and schemas/config.schema.yaml, and each class's ``from_config`` fills every field
-from the config (tests/test_settings.py checks both).
+from the config (tests/test_consolidation.py checks both).
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ def main(argv=None):
         eval_path=args.eval, model_dir=args.model_dir, model_settings=settings["model_spec"], adapters=adapters,
         max_new_tokens=int(settings["max_new_tokens"]), backend=args.backend, out_path=args.out,
         run_info={"model": settings.get("model")}, vllm_settings=settings.get("vllm"), seed=int(settings["seed"]),
-        batch_size=int(settings.get("batch_size", 8)), log_path=args.log,
-        evaluation_conditions=settings.get("evaluation_conditions") or ["nonft"],
+        batch_size=int(settings["batch_size"]), log_path=args.log,
+        evaluation_conditions=settings["evaluation_conditions"],
     )
     log.info("wrote %d predictions to %s", len(frame), args.out)
 

@@ -49,7 +49,7 @@ def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Seq
     training recipe's conditions (``<base>__<recipe>`` in ``synthetic``) get their own rows of
     panels, against their recipe's Real (Full) and with their recipe's correlations.
     """
-    from synthctx.study import recipe_condition, recipe_of, recipe_suffix, recipes_of
+    from synthctx.study import recipe_condition, recipe_of, recipe_suffix, recipes_of, task_title
 
     plt = _pyplot()
     sim = similarity[similarity["head_kind"] == "retrieval"]
@@ -77,10 +77,10 @@ def figure3(similarity: pd.DataFrame, correlations: pd.DataFrame, synthetic: Seq
                 ax.scatter(ref[measure], ref["score"], facecolors="none", edgecolors="tab:gray",
                            label=_label(task, limited))
             corr = correlations[(correlations["task"] == task) & (correlations["measure"] == measure + suffix)]
-            ax.set_title(f"{task}: {correlation_label(corr.iloc[0] if len(corr) else None)}", fontsize=10)
+            ax.set_title(f"{task_title(task)}: {correlation_label(corr.iloc[0] if len(corr) else None)}", fontsize=10)
             # the recipe's own Real (Full) where it trained one (synthctx.analysis.similarity.reference_groups)
             reference = _label(task, full) if recipe is not None and (group["condition"] == full).any() \
-                else "Real (Full)"
+                else _label(task, "real_full")
             ax.set_xlabel(measure.replace("_", " ") + f" to {reference}")
             ax.set_ylabel("downstream score")
     fig.tight_layout()

@@ -106,7 +106,7 @@ def run_table2(*, model: str, head_files: Sequence[str], output: str, markdown: 
 
 def run_heatmap(*, model: str, task: str, head_files: Sequence[str], output: str) -> None:
     from synthctx.analysis.figures import heatmap_grid
-    from synthctx.study import display_order
+    from synthctx.study import display_order, task_title
 
     heads = _read_heads(head_files)
     conditions = [c for t, c in heads if t == task]
@@ -120,7 +120,7 @@ def run_heatmap(*, model: str, task: str, head_files: Sequence[str], output: str
         if (heads[(task, c)]["head_kind"] == kind).any()
     }
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    heatmap_grid(matrices, conditions, kinds, f"{model} / {task}: retrieval score per layer x head", output,
+    heatmap_grid(matrices, conditions, kinds, f"{model} / {task_title(task)}: retrieval score per layer x head", output,
                  task=task)
 
 

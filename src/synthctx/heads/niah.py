@@ -206,8 +206,8 @@ def run_niah_heads(*, model_dir: str, outputs: Sequence[str], model_name: str, m
         result = detect_niah_heads(
             model, tokenizer, examples, max_new_tokens=int(heads["max_new_tokens"]),
             success_only=bool(heads["success_only"]), success_threshold=float(heads["success_threshold"]),
-            token_match=str(heads.get("token_match", "normalized")), progress=progress_stream(log_path),
-            batch_size=int(heads.get("batch_size", 1)),
+            token_match=str(heads["token_match"]), progress=progress_stream(log_path),
+            batch_size=int(heads["batch_size"]),
         )
         meta = provenance(seed=seed, model=model_name, needle_set=name, needles=indices, heads=dict(heads),
                           n_counted=result.n_examples, n_seen=result.n_seen, scored_span="answer",

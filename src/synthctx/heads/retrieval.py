@@ -297,7 +297,7 @@ def default_scorer(task: str, metric: str = "score") -> Callable[[str, Mapping[s
 
 def success_metric_of(heads: Mapping[str, Any], task: str) -> str:
     """``heads.success_metric``: one name for every task, or a mapping task -> name."""
-    value = heads.get("success_metric", "score")
+    value = heads["success_metric"]
     return str(value.get(task, "score")) if isinstance(value, Mapping) else str(value)
 
 
@@ -483,10 +483,10 @@ def run_task_heads(
         max_new_tokens=int(heads["max_new_tokens"]),
         success_only=bool(heads["success_only"]),
         success_threshold=float(heads["success_threshold"]),
-        token_match=str(heads.get("token_match", "normalized")),
+        token_match=str(heads["token_match"]),
         scorer=default_scorer(task, success_metric_of(heads, task)),
         progress=progress_stream(log_path),
-        batch_size=int(heads.get("batch_size", 1)),
+        batch_size=int(heads["batch_size"]),
     )
     frame = head_scores_frame(model_name, task, condition, result)
     meta = provenance(

@@ -145,7 +145,7 @@ class EntityGenerator:
         subj = subject or self.entity(rel.subject_kind)
         return Fact(subj, rel.subject_kind, rel.name, self.entity(rel.object_kind), rel.object_kind)
 
-    def chain(self, hops: int = 3) -> list[Fact]:
+    def chain(self, hops: int) -> list[Fact]:
         """A chain of ``hops`` facts, each one's object the next one's subject."""
         facts = [self.fact()]
         while len(facts) < hops:

@@ -80,7 +80,7 @@ def clean_text(text: str) -> str:
 NEWS_PER_HAYSTACK_DOCUMENT = 1.5
 
 
-def summhay_topic_count(pool_size: int, haystack_documents: int | None) -> int:
+def news_topic_count(pool_size: int, haystack_documents: int | None) -> int:
     """Topics of a SummHay pool: each gets its insights and enough news for one haystack.
 
     Every topic holds 2 insights per aspect and at least as many news documents, and at least

@@ -33,6 +33,7 @@ from synthctx.data.examples import make_example, validate_example
 from synthctx.data.prompts import citation_span_in_header, citation_target, prompt_length
 from synthctx.provenance import derived_seed
 from synthctx.data.stats import dataset_stats, needle_depth
+from synthctx.study import BUILTIN_SYNTHETIC
 from synthctx.tasks import get_task
 from synthctx.schema import ArtifactError
 from synthctx.synth.entities import ORG_SUFFIXES, EntityGenerator, Fact, chain_question
@@ -40,7 +41,8 @@ from synthctx.synth.topics import Insight
 
 log = logging.getLogger("synthctx.synth")
 
-VARIANTS = ("high_high", "high_low", "low_high", "low_low", "symbolic")
+# The synthetic conditions (the study vocabulary's list, synthctx.study).
+VARIANTS = BUILTIN_SYNTHETIC
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 FILLER_SENTENCES = re.split(r"(?<=[.!?])\s+", FILLER)
 SYMBOL_ALPHABET = string.ascii_lowercase + string.digits
@@ -49,7 +51,7 @@ SYMBOL_PAIRS_PER_DOCUMENT = 10
 SYMBOL_TOKEN_LENGTH = 3
 SYMBOLS_PER_DOCUMENT = 40
 SYMBOL_PATTERN_LENGTH = 3
-SYMBOLIC_SUMMHAY_QUERY = "Which documents contain the symbol pattern given as the insight?"
+SYMBOLIC_CITATION_QUERY = "Which documents contain the symbol pattern given as the insight?"
 DEFAULT_DOCUMENT_CHARS = 500
 # Candidates tried per requested example before giving up (rejects are counted).
 MAX_CANDIDATES_PER_EXAMPLE = 6
@@ -282,7 +284,10 @@ class Builder:
         raise NotImplementedError
 
 
-class MDQABuilder(Builder):
+class LookupBuilder(Builder):
+    """One fact per example (an entity's attribute) in one document of the haystack; the answer is
+    the value (the single-document QA shape)."""
+
     def build(self, index, rng):
         s = self.s
         if self.s.variant == "symbolic":
@@ -328,7 +333,7 @@ def hop_kinds(hops: int, last: str) -> list[str]:
     return [f"hop{h}" for h in range(1, hops)] + [last]
 
 
-class MuSiQueBuilder(Builder):
+class ChainBuilder(Builder):
     """Chained relations of the task's ``synthetic_hops`` hops (a task attribute; the paper's multi-hop task: 3)."""
 
     @property
@@ -426,7 +431,10 @@ def symbolic_repeats(hops: int) -> str:
     return ", and do this " + {1: "once more", 2: "twice more"}.get(more, f"{more} more times")
 
 
-class SummHayBuilder(Builder):
+class CitationBuilder(Builder):
+    """An insight stated in several documents; the target cites the documents that contain it
+    (the citation shape)."""
+
     def topics(self) -> list[str]:
         topics = [t for t in self.pool.insights if self.diversity == "low" or len(self.pool.news.get(t, [])) >= 1]
         if not topics:
@@ -496,7 +504,7 @@ class SummHayBuilder(Builder):
                 needles.append((pos, start, start + len(" ".join(pattern)), "insight"))
             docs.append({"title": "", "text": " ".join(tokens)})
         return Draft(docs, gold, needles, " ".join(pattern), [], None,
-                     meta={"query": SYMBOLIC_SUMMHAY_QUERY, "pattern": pattern},
+                     meta={"query": SYMBOLIC_CITATION_QUERY, "pattern": pattern},
                      droppable=[i for i in range(n) if i not in gold], forbidden=[" ".join(pattern)])
 
 
@@ -638,10 +646,11 @@ def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: 
     return out, dataset_stats(task, {variant: out}, counts, variant)
 
 
-def build_variant_files(task: str, variant: str, pool_path: str, model_dir: str, examples_path: str,
+def build_variant_files(task: str, variant: str, pool_path: str | None, model_dir: str, examples_path: str,
                         stats_path: str, model: str, seed: int, examples: int, context_tokens: int,
                         task_data: Mapping[str, Any], log_path: str | None = None) -> pd.DataFrame:
-    """Write ``results/{study}/data/{model}/{task}/train/{variant}.parquet`` and its stats; returns the stats."""
+    """Write ``results/{study}/data/{model}/{task}/train/{variant}.parquet`` and its stats; returns the stats.
+    ``pool_path`` None: the task writes no pool (``Task.writes_pool``), an empty one stands in."""
     import time
 
     from tqdm import tqdm
@@ -654,10 +663,14 @@ def build_variant_files(task: str, variant: str, pool_path: str, model_dir: str,
 
     setup_logging(log_path)
     started = time.time()
-    pool = read_table(pool_path, "document_pool")
-    pool_meta = read_metadata(pool_path)
+    if pool_path is None:
+        from synthctx.schema import SCHEMAS
+
+        pool, pool_meta = SCHEMAS["document_pool"].empty_table().to_pandas(), {}
+    else:
+        pool, pool_meta = read_table(pool_path, "document_pool"), read_metadata(pool_path)
     tokenizer = load_tokenizer(model_dir)
-    num_documents = int(task_data.get("num_paragraphs") or task_data.get("num_documents"))
+    num_documents = int(task_data[get_task(task).synth_data_keys[0]])  # the first: documents per example
     with tqdm(total=examples, desc=f"{task}/{variant}", file=progress_stream(log_path)) as bar:
         out, stats = build_variant(task, variant, pool, tokenizer, seed, examples, context_tokens, num_documents,
                                    task_data.get("max_gold_documents"), progress=bar.update)
@@ -665,7 +678,7 @@ def build_variant_files(task: str, variant: str, pool_path: str, model_dir: str,
                       context_tokens=context_tokens, num_documents=num_documents, examples_requested=examples,
                       pool={k: pool_meta.get(k) for k in ("backend", "backend_version", "generator_model", "seed",
                                                           "sampling", "stats")},
-                      pool_file=str(pool_path))
+                      pool_file=None if pool_path is None else str(pool_path))
     write_examples(out, examples_path, meta)
     write_table(stats, stats_path, "dataset_stats", meta)
     log.info("%s/%s: %d examples in %.1f s; %s", task, variant, len(out), time.time() - started,

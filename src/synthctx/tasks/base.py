@@ -37,8 +37,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Callable, Mapping, Sequence
 
-# Synthetic conditions every built-in generator supports (concept x context, and symbolic).
-ALL_SYNTHETIC = ("high_high", "high_low", "low_high", "low_low", "symbolic")
+from synthctx.study import BUILTIN_SYNTHETIC
+
+# Synthetic conditions every built-in generator supports (concept x context, and symbolic): the
+# study vocabulary's list.
+ALL_SYNTHETIC = BUILTIN_SYNTHETIC
 
 
 class RecordError(ValueError):
@@ -81,7 +84,8 @@ class Task:
 
     # --- synthetic data
     synthetic_variants: tuple[str, ...] = ALL_SYNTHETIC
-    synth_data_keys: tuple[str, ...] = ()  # data.<task> keys the synthetic examples follow
+    # data.<task> keys the synthetic examples follow; the first is the number of documents per example
+    synth_data_keys: tuple[str, ...] = ()
     variant_builder: Any = None  # a synthctx.synth.variants.Builder subclass
 
     # data.<task> keys that locating the needles of a user's dataset reads (SummHay: min_insight_match)
@@ -170,8 +174,15 @@ class Task:
         return {"haystack_documents": 0, "max_template_overlap": 1.0}
 
     def plan_pool(self, gen, pool_size: int, haystack_documents: int | None) -> list[dict[str, Any]]:
-        """The items (id, kind, prompt, fields) of the task's LLM-written pool; no ``task`` key needed."""
+        """The items (id, kind, prompt, fields) of the task's LLM-written pool; no ``task`` key needed.
+        A task that does not define it writes no pool (its variants need no LLM prose, e.g. only
+        ``symbolic``): the workflow schedules no pool job for it."""
         raise NotImplementedError
+
+    @property
+    def writes_pool(self) -> bool:
+        """Whether the task has an LLM-written pool (it defines :meth:`plan_pool`)."""
+        return type(self).plan_pool is not Task.plan_pool
 
     def finalize_synthetic(self, draft, gold_ids: list[str], needles: list[dict[str, Any]], answers: list[str],
                            target: str) -> tuple[list[str], str]:

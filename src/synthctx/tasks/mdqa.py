@@ -169,9 +169,9 @@ class MDQA(QATask):
 
     @property
     def variant_builder(self):
-        from synthctx.synth.variants import MDQABuilder
+        from synthctx.synth.variants import LookupBuilder
 
-        return MDQABuilder
+        return LookupBuilder
 
     def raw_files(self, raw_spec: Mapping[str, Any]) -> list[str]:
         return [raw_spec["documents_file"]]

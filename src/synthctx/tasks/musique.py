@@ -320,9 +320,9 @@ class MuSiQue(QATask):
 
     @property
     def variant_builder(self):
-        from synthctx.synth.variants import MuSiQueBuilder
+        from synthctx.synth.variants import ChainBuilder
 
-        return MuSiQueBuilder
+        return ChainBuilder
 
     def load_candidates(self, raw_files: Sequence[str], tokenizer, task_config: Mapping[str, Any], seed: int,
                         context_tokens: int, counts: Counter):

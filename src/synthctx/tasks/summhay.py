@@ -339,9 +339,9 @@ class SummHay(Task):
 
     @property
     def variant_builder(self):
-        from synthctx.synth.variants import SummHayBuilder
+        from synthctx.synth.variants import CitationBuilder
 
-        return SummHayBuilder
+        return CitationBuilder
 
     def load_candidates(self, raw_files: Sequence[str], tokenizer, task_config: Mapping[str, Any], seed: int,
                         context_tokens: int, counts: Counter):
@@ -457,11 +457,11 @@ class SummHay(Task):
                 "max_template_overlap": config["generation"]["max_template_overlap"]}
 
     def plan_pool(self, gen, pool_size: int, haystack_documents: int | None) -> list[dict[str, Any]]:
-        from synthctx.synth.pool import summhay_topic_count, template
+        from synthctx.synth.pool import news_topic_count, template
         from synthctx.synth.topics import ASPECTS, make_topic
 
         items: list[dict[str, Any]] = []
-        topics = [make_topic(gen, f"topic{t}") for t in range(summhay_topic_count(pool_size, haystack_documents))]
+        topics = [make_topic(gen, f"topic{t}") for t in range(news_topic_count(pool_size, haystack_documents))]
         for topic in topics:
             for ins in topic.insights:
                 prompt = template("insight_prose").format(key=ins.key, number=ins.number, statement=ins.statement())
