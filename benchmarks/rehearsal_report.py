@@ -413,16 +413,19 @@ class Rate:
     estimated_from: str | None = None  # set by --estimate: not measured, derived from another rule
 
     def unit_seconds(self, task: str, task_tokens: Mapping[str, float] | None = None) -> float:
-        """Seconds per unit for a paper task: its own rate where the rehearsal ran it; otherwise
-        the rule's largest rate, scaled by prompt tokens (task / that rate's task) when both are in
-        task_tokens (linear in length: an upper bound going from 32K down, attention is super-linear)."""
+        return self.unit_rate(task, task_tokens)[0]
+
+    def unit_rate(self, task: str, task_tokens: Mapping[str, float] | None = None) -> tuple[float, str | None]:
+        """(seconds per unit, basis) for a paper task: its own rate where the rehearsal ran it
+        (basis None); otherwise the rule's largest rate, scaled by prompt tokens (task / that
+        rate's task) when both are in task_tokens (linear in length: an upper bound going from 32K
+        down, attention is super-linear)."""
         if task in self.per_unit_s:
-            return self.per_unit_s[task]
+            return self.per_unit_s[task], None
         base = max(self.per_unit_s, key=self.per_unit_s.get)
-        seconds = self.per_unit_s[base]
         if task_tokens and task in task_tokens and base in task_tokens:
-            seconds *= task_tokens[task] / task_tokens[base]
-        return seconds
+            return self.per_unit_s[base] * task_tokens[task] / task_tokens[base], f"{task} from {base} x tokens"
+        return self.per_unit_s[base], f"{task} from {base} (largest)"
 
 
 def _median(values: Iterable[float]) -> float | None:
@@ -466,8 +469,14 @@ def rates(measures: Sequence[Measure]) -> dict[tuple[str, str], Rate]:
 TOKEN_SCALED_RULES = ("train_adapter", "evaluate_task", "heads", "knockout", "patching")
 
 
+def job_rate(job: PaperJob, rate: Rate, task_tokens: Mapping[str, float] | None = None) -> tuple[float, str | None]:
+    """(seconds per unit, basis) of one paper job: Rate.unit_rate, token scaling only for
+    TOKEN_SCALED_RULES."""
+    return rate.unit_rate(job.task, task_tokens if job.rule in TOKEN_SCALED_RULES else None)
+
+
 def job_seconds(job: PaperJob, rate: Rate, task_tokens: Mapping[str, float] | None = None) -> float:
-    per_unit = rate.unit_seconds(job.task, task_tokens if job.rule in TOKEN_SCALED_RULES else None)
+    per_unit = job_rate(job, rate, task_tokens)[0]
     if job.rule == "niah_heads" and job.mean_length and rate.mean_length:
         per_unit *= job.mean_length / rate.mean_length  # prefill-bound decodes: about linear in length
     seconds = rate.overhead_s + job.units * per_unit
@@ -492,13 +501,9 @@ def project(jobs: Sequence[PaperJob], table: Mapping[tuple[str, str], Rate],
         if rate is None:
             row["gpu_hours"] = row["max_job_hours"] = None
             continue
-        if rate.estimated_from:
-            row["basis"].add(f"estimated: {rate.estimated_from}")
-        elif job.task and job.task not in rate.per_unit_s and job.rule != "niah_heads":
-            base = max(rate.per_unit_s, key=rate.per_unit_s.get)
-            scaled = (job.rule in TOKEN_SCALED_RULES and bool(task_tokens) and job.task in task_tokens
-                      and base in task_tokens)
-            row["basis"].add(f"{job.task} from {base}" + (" x tokens" if scaled else " (largest)"))
+        basis = f"estimated: {rate.estimated_from}" if rate.estimated_from else job_rate(job, rate, task_tokens)[1]
+        if basis:
+            row["basis"].add(basis)
         hours = job_seconds(job, rate, task_tokens) / 3600
         if row["gpu_hours"] is not None:
             row["gpu_hours"] += hours
@@ -610,7 +615,7 @@ def markdown(measures: Sequence[Measure], table: Mapping, rows: Sequence[Mapping
               "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['stage']} | {r['rule']} | {r['jobs']} | {_f(r['units'], 0)} | "
-                     f"{_f(r['gpu_hours'], 2)} | {_f(r['max_job_hours'], 2)} | {r.get('basis', 'measured')} |")
+                     f"{_f(r['gpu_hours'], 2)} | {_f(r['max_job_hours'], 2)} | {r['basis']} |")
     totals = stage_totals(rows)
     stages = ["synth", "train", "evaluate", "heads", "causal"]
     lines += ["", "synth_pool and evaluate_task ran HF generate at the rehearsal's batch: upper bounds of "

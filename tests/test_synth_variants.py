@@ -15,7 +15,8 @@ from synthctx.synth.entities import EntityGenerator, Fact, chain_question
 from fakes import FakeBackend
 from synthctx.synth.pool import generate_pool
 from synthctx.tasks import get_task
-from synthctx.synth.variants import (FILLER_SENTENCES, SYMBOL_ALPHABET, VARIANTS, PoolView, Reject,
+from synthctx.study import BUILTIN_SYNTHETIC as VARIANTS
+from synthctx.synth.variants import (FILLER_SENTENCES, SYMBOL_ALPHABET, PoolView, Reject,
                                      VariantSettings, build_variant, build_variant_files, fact_passage,
                                      filler_document, finalize, fit_to_budget, insert_sentence, sentences,
                                      without_last_droppable)

@@ -41,8 +41,6 @@ from synthctx.synth.topics import Insight
 
 log = logging.getLogger("synthctx.synth")
 
-# The synthetic conditions (the study vocabulary's list, synthctx.study).
-VARIANTS = BUILTIN_SYNTHETIC
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 FILLER_SENTENCES = re.split(r"(?<=[.!?])\s+", FILLER)
 SYMBOL_ALPHABET = string.ascii_lowercase + string.digits
@@ -590,8 +588,8 @@ def build_variant(task: str, variant: str, pool: pd.DataFrame, tokenizer, seed: 
                   context_tokens: int, num_documents: int, max_gold_documents: int | None = None,
                   progress: Callable[[int], None] | None = None) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """The ``examples`` training examples of one synthetic variant and its dataset_stats frame."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown synthetic variant {variant!r}; expected one of {VARIANTS}")
+    if variant not in BUILTIN_SYNTHETIC:
+        raise ValueError(f"unknown synthetic variant {variant!r}; expected one of {BUILTIN_SYNTHETIC}")
     settings = VariantSettings(task, variant, seed, examples, context_tokens, num_documents, max_gold_documents)
     spec = get_task(task)
     if variant not in spec.synthetic_variants:

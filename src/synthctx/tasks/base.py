@@ -39,10 +39,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 from synthctx.study import BUILTIN_SYNTHETIC
 
-# Synthetic conditions every built-in generator supports (concept x context, and symbolic): the
-# study vocabulary's list.
-ALL_SYNTHETIC = BUILTIN_SYNTHETIC
-
 
 class RecordError(ValueError):
     """A user record (docs/user-datasets.md) that breaks a rule of its task, naming the field;
@@ -83,7 +79,8 @@ class Task:
     trivial_description: str = ""
 
     # --- synthetic data
-    synthetic_variants: tuple[str, ...] = ALL_SYNTHETIC
+    # default: every synthetic condition of the study vocabulary (the built-in builders make all five)
+    synthetic_variants: tuple[str, ...] = BUILTIN_SYNTHETIC
     # data.<task> keys the synthetic examples follow; the first is the number of documents per example
     synth_data_keys: tuple[str, ...] = ()
     variant_builder: Any = None  # a synthctx.synth.variants.Builder subclass
