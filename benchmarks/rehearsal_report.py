@@ -412,9 +412,6 @@ class Rate:
 
     estimated_from: str | None = None  # set by --estimate: not measured, derived from another rule
 
-    def unit_seconds(self, task: str, task_tokens: Mapping[str, float] | None = None) -> float:
-        return self.unit_rate(task, task_tokens)[0]
-
     def unit_rate(self, task: str, task_tokens: Mapping[str, float] | None = None) -> tuple[float, str | None]:
         """(seconds per unit, basis) for a paper task: its own rate where the rehearsal ran it
         (basis None); otherwise the rule's largest rate, scaled by prompt tokens (task / that

@@ -8,14 +8,12 @@ import re
 from pathlib import Path
 
 from synthctx import study as study_vocabulary
-from synthctx.tasks import get_task
+from synthctx.tasks import TASK_MODULES_ENV, get_task, task_modules_environment
 
 # Registries first: tasks (built-in and study.task_modules) and conditions, then the checks of
 # the task sections and per-task keys the JSON schema cannot make (synthctx.study.check_config).
 study_vocabulary.check_config(config)
 # Every job's process imports the same task modules (synthctx.tasks.TASK_MODULES_ENV).
-from synthctx.tasks import TASK_MODULES_ENV, task_modules_environment
-
 os.environ[TASK_MODULES_ENV] = task_modules_environment(config["study"].get("task_modules") or [])
 
 STUDY = config["study"]

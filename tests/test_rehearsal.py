@@ -556,8 +556,8 @@ def test_projection_scales_unrun_tasks_by_tokens_and_takes_estimates(report):
     table = report.rates(measures)
     tokens = {"mdqa": 3000.0, "musique": 30000.0}
     train = table[("train_adapter", "llama")]
-    assert train.unit_seconds("mdqa", tokens) == pytest.approx(1.0)  # 10 s x 3K / 30K
-    assert train.unit_seconds("mdqa") == 10.0 and train.unit_seconds("summhay", tokens) == 10.0  # no tokens: largest
+    assert train.unit_rate("mdqa", tokens)[0] == pytest.approx(1.0)  # 10 s x 3K / 30K
+    assert train.unit_rate("mdqa")[0] == 10.0 and train.unit_rate("summhay", tokens)[0] == 10.0  # no tokens: largest
     pool_job = P("synth_pool", "llama", "mdqa", "", 1000)
     assert report.job_seconds(pool_job, table[("synth_pool", "llama")], tokens) == pytest.approx(10.0 + 1000 * 0.02)
     table = report.add_estimates(table, ["patching:llama-rehearsal=knockout:llama*2.5@55.5"],
